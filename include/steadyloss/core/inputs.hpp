@@ -1,0 +1,132 @@
+#pragma once
+// What a term is evaluated on: sl::inputs(pred, target[, mask | sl::lengths(...)]) and, for the
+// gradients, sl::grads(d_pred...). Both keep views (pointer + size), taken at the call, so the
+// tensors must outlive the evaluation: owning temporaries are rejected at compile time because
+// they would dangle (the classic Eigen/xtensor trap), views (std::span, Eigen::Map) are accepted.
+
+#include <array>
+#include <concepts>
+#include <cstddef>
+#include <ranges>
+#include <tuple>
+#include <type_traits>
+
+#include "tensor_traits.hpp"
+
+namespace steadyloss {
+
+/// No weighting: every element counts once.
+struct unweighted {};
+
+/// One weight per element, or per frame of n / mask_size consecutive elements (a frame mask over
+/// [batch, time] applied to [batch, time, features]). Weights are finite and >= 0; 0 drops.
+template <class T>
+struct frame_mask {
+  tensor_view<T> weights;
+};
+
+/// Per-sequence valid lengths over a padded [batch, max_frames, ...] row-major layout: sequence b
+/// keeps its first lengths[b] frames. The batch size is the number of lengths; the elements per
+/// frame are n / (batch * max_frames).
+template <std::integral Int>
+struct sequence_lengths {
+  const Int* lengths = nullptr;
+  std::size_t batch = 0;
+  std::size_t max_frames = 0;
+};
+
+namespace detail {
+
+template <class T>
+inline constexpr bool keeps_safely = std::is_lvalue_reference_v<T> || TensorView<T>;
+
+template <class T>
+constexpr void check_tensor_argument() {
+  static_assert(Tensor<T>,
+                "steadyloss: this argument is not a Tensor; include its backend header "
+                "(steadyloss/backend/plain.hpp, eigen.hpp, xtensor.hpp, torch.hpp) or specialize "
+                "steadyloss::tensor_traits<YourType> (data, size, value_type)");
+  static_assert(!Tensor<T> || keeps_safely<T>,
+                "steadyloss: pass a named tensor, not a temporary: steadyloss keeps a view of it, and "
+                "a temporary would dangle (wrap raw storage in std::span or Eigen::Map instead)");
+}
+
+template <class T>
+inline constexpr bool is_sequence_lengths = false;
+template <class Int>
+inline constexpr bool is_sequence_lengths<sequence_lengths<Int>> = true;
+
+}  // namespace detail
+
+/// The elements of one term's evaluation.
+template <class T, class Weighting = unweighted>
+struct term_inputs {
+  using value_type = T;
+  tensor_view<T> pred;
+  tensor_view<T> target;
+  Weighting weighting{};
+};
+
+template <class Pred, class Target>
+auto inputs(Pred&& pred, Target&& target) {
+  detail::check_tensor_argument<Pred>();
+  detail::check_tensor_argument<Target>();
+  static_assert(std::same_as<tensor_value_t<Pred>, tensor_value_t<Target>>,
+                "steadyloss::inputs: pred and target must have the same value_type (both float or "
+                "both double)");
+  using T = tensor_value_t<Pred>;
+  return term_inputs<T>{view_of(pred), view_of(target), {}};
+}
+
+/// Per-sequence lengths (any contiguous range of integers) for the padded layout described above.
+template <class Range>
+auto lengths(Range&& valid_lengths, std::size_t max_frames) {
+  static_assert(std::ranges::contiguous_range<Range> &&
+                    std::integral<std::ranges::range_value_t<Range>>,
+                "steadyloss::lengths: pass a contiguous range of integers (std::vector<int>, "
+                "std::span<const int64_t>, ...)");
+  static_assert(std::ranges::borrowed_range<Range>,
+                "steadyloss::lengths: pass a named container, not a temporary that would dangle");
+  using Int = std::remove_cv_t<std::ranges::range_value_t<Range>>;
+  return sequence_lengths<Int>{std::ranges::data(valid_lengths), std::ranges::size(valid_lengths),
+                               max_frames};
+}
+
+template <class Pred, class Target, class Weighting>
+auto inputs(Pred&& pred, Target&& target, Weighting&& weighting) {
+  auto plain = inputs(static_cast<Pred&&>(pred), static_cast<Target&&>(target));
+  using T = typename decltype(plain)::value_type;
+  using W = std::remove_cvref_t<Weighting>;
+  if constexpr (detail::is_sequence_lengths<W>) {
+    return term_inputs<T, W>{plain.pred, plain.target, weighting};
+  } else {
+    detail::check_tensor_argument<Weighting>();
+    static_assert(std::same_as<tensor_value_t<Weighting>, T>,
+                  "steadyloss::inputs: the mask must have the same value_type as pred (float or "
+                  "double weights), or pass sl::lengths(...) for per-sequence lengths");
+    return term_inputs<T, frame_mask<T>>{plain.pred, plain.target, {view_of(weighting)}};
+  }
+}
+
+/// Gradient outputs, one per term, in term order. Each is overwritten with d loss / d pred.
+template <class T, std::size_t N>
+struct grad_outputs {
+  std::array<mutable_tensor_view<T>, N> views;
+};
+
+template <class First, class... Rest>
+auto grads(First&& first, Rest&&... rest) {
+  constexpr bool all_writable = (MutableTensor<First> && ... && MutableTensor<Rest>);
+  static_assert(all_writable,
+                "steadyloss::grads: each gradient output must be a writable Tensor "
+                "(tensor_traits<T>::mutable_data; a std::span<const T> is read-only)");
+  if constexpr (all_writable) {
+    (detail::check_tensor_argument<First>(), ..., detail::check_tensor_argument<Rest>());
+    using T = tensor_value_t<First>;
+    static_assert((std::same_as<tensor_value_t<Rest>, T> && ...),
+                  "steadyloss::grads: all gradient outputs must share one value_type");
+    return grad_outputs<T, 1 + sizeof...(Rest)>{{mutable_view_of(first), mutable_view_of(rest)...}};
+  }
+}
+
+}  // namespace steadyloss

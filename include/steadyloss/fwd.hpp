@@ -1,0 +1,31 @@
+#pragma once
+// Forward declarations of the names users may mention in their own headers.
+
+#include <concepts>
+#include <cstddef>
+
+namespace steadyloss {
+template <class T, class Enable>
+struct tensor_traits;
+template <std::floating_point T>
+struct Huber;
+template <std::floating_point T>
+struct BalancedBCE;
+template <std::floating_point T>
+struct L1;
+template <std::floating_point T>
+struct MSE;
+template <class Inner>
+struct LabelSmoothing;
+template <class Term>
+struct weighted_term;
+template <class... Terms>
+class composed_loss;
+template <class T, std::size_t N>
+struct composed_result;
+enum class Reduction;
+class error;
+class invalid_parameter;
+class shape_mismatch;
+class invalid_input;
+}  // namespace steadyloss

@@ -1,0 +1,207 @@
+#pragma once
+// A multi-term loss whose structure is a type: compose(term(Huber<float>{}, 35.0f),
+// term(LabelSmoothing{BalancedBCE<float>{}, 0.05f}, 1.0f)). Evaluating it runs each term's fused
+// pass once, returns each term's reduced value and the weighted total, and writes each term's
+// weighted gradient. Weights are runtime values: each term has a base weight (set here) and a
+// multiplier (1 by default) that a step policy such as AdaptiveWeight changes between steps;
+// the weight a term is evaluated with is base_weight * multiplier.
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <span>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "../core/errors.hpp"
+#include "../core/evaluate.hpp"
+#include "../core/inputs.hpp"
+#include "../core/reduction.hpp"
+#include "../core/term.hpp"
+
+namespace steadyloss {
+
+/// One term of a composed loss with its base weight and reduction.
+template <class Term>
+struct weighted_term {
+  static_assert(LossTerm<Term>,
+                "steadyloss::compose: this part is not a loss term; a term needs `using value_type = "
+                "float or double`, `value(pred, target)` and `grad(pred, target)`");
+  using term_type = Term;
+  Term term;
+  typename Term::value_type weight = 1;
+  Reduction reduction = Reduction::mean;
+};
+
+template <class Term>
+auto term(Term loss_term, std::type_identity_t<typename Term::value_type> weight = 1,
+          Reduction reduction = Reduction::mean) {
+  detail::check_term<Term>();
+  return weighted_term<Term>{loss_term, weight, reduction};
+}
+
+/// What one evaluation of an N-term loss returns.
+template <class T, std::size_t N>
+struct composed_result {
+  std::array<T, N> values{};        ///< each term's reduced value, unweighted
+  std::array<T, N> weights{};       ///< the weight each term was evaluated with
+  std::array<double, N> denominators{};  ///< each term's count (see term_result)
+  T total{};                        ///< sum of weights[i] * values[i]
+};
+
+namespace detail {
+template <class T>
+struct as_weighted_term {
+  using type = weighted_term<T>;
+};
+template <class Term>
+struct as_weighted_term<weighted_term<Term>> {
+  using type = weighted_term<Term>;
+};
+template <class T>
+inline constexpr bool is_grad_outputs = false;
+template <class T, std::size_t N>
+inline constexpr bool is_grad_outputs<grad_outputs<T, N>> = true;
+
+template <class T>
+void check_weights(const char* what, std::span<const T> values, std::size_t expected) {
+  if (values.size() != expected)
+    fail<shape_mismatch>("composed_loss::", what, ": expects ", expected, " values, got ", values.size());
+  for (std::size_t i = 0; i < values.size(); ++i)
+    if (!(values[i] >= T(0)) || !std::isfinite(values[i]))
+      fail<invalid_parameter>("composed_loss::", what, ": value ", i, " must be finite and >= 0, got ",
+                              values[i]);
+}
+}  // namespace detail
+
+template <class... Terms>
+class composed_loss {
+  static_assert(sizeof...(Terms) > 0, "steadyloss::compose: give at least one term");
+  using first_term = std::tuple_element_t<0, std::tuple<Terms...>>;
+
+ public:
+  using value_type = typename first_term::value_type;
+  static constexpr std::size_t size = sizeof...(Terms);
+  static_assert((std::same_as<typename Terms::value_type, value_type> && ...),
+                "steadyloss::compose: all terms must share one value_type (all float or all double)");
+
+  explicit composed_loss(weighted_term<Terms>... terms) : terms_{terms...} {
+    std::array<value_type, size> bases{terms.weight...};
+    detail::check_weights<value_type>("compose", bases, size);
+    multipliers_.fill(value_type(1));
+  }
+
+  /// evaluate(inputs_0, ..., inputs_{N-1}, grads(g_0, ..., g_{N-1})): values and gradients.
+  /// evaluate(inputs_0, ..., inputs_{N-1}): values only.
+  template <class... Args>
+  composed_result<value_type, size> evaluate(const Args&... args) const {
+    constexpr bool with_grads = sizeof...(Args) == size + 1;
+    static_assert(sizeof...(Args) == size || with_grads,
+                  "steadyloss::composed_loss::evaluate: pass one sl::inputs(...) per term, in term "
+                  "order, then optionally sl::grads(...) with one gradient per term");
+    const auto arguments = std::forward_as_tuple(args...);
+    if constexpr (with_grads) {
+      using Grads = std::remove_cvref_t<std::tuple_element_t<size, std::tuple<Args...>>>;
+      static_assert(detail::is_grad_outputs<Grads>,
+                    "steadyloss::composed_loss::evaluate: the last argument must be sl::grads(...)");
+      if constexpr (detail::is_grad_outputs<Grads>) {
+        static_assert(std::tuple_size_v<decltype(Grads::views)> == size,
+                      "steadyloss::composed_loss::evaluate: sl::grads(...) needs one gradient per term");
+        const auto& outputs = std::get<size>(arguments).views;
+        check_distinct(outputs);
+        return run(arguments, [&](auto index) { return outputs[index]; });
+      }
+    } else {
+      return run(arguments, [](auto) { return mutable_tensor_view<value_type>{}; });
+    }
+  }
+
+  std::array<value_type, size> base_weights() const {
+    return std::apply([](const auto&... t) { return std::array<value_type, size>{t.weight...}; }, terms_);
+  }
+  std::array<value_type, size> multipliers() const { return multipliers_; }
+  std::array<value_type, size> weights() const {
+    auto result = base_weights();
+    for (std::size_t i = 0; i < size; ++i) result[i] *= multipliers_[i];
+    return result;
+  }
+
+  void set_base_weights(std::span<const value_type> weights) {
+    detail::check_weights<value_type>("set_base_weights", weights, size);
+    set_each(weights, [](auto& t, value_type w) { t.weight = w; });
+  }
+  /// What a step policy (AdaptiveWeight) sets between steps; the next evaluation uses them.
+  void set_multipliers(std::span<const value_type> multipliers) {
+    detail::check_weights<value_type>("set_multipliers", multipliers, size);
+    std::copy(multipliers.begin(), multipliers.end(), multipliers_.begin());
+  }
+
+  template <std::size_t I>
+  auto& term() { return std::get<I>(terms_).term; }
+  template <std::size_t I>
+  const auto& term() const { return std::get<I>(terms_).term; }
+
+ private:
+  template <class Arguments, class GradFor>
+  composed_result<value_type, size> run(const Arguments& arguments, GradFor grad_for) const {
+    composed_result<value_type, size> result;
+    result.weights = weights();
+    double total = 0;
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (([&] {
+         const auto& entry = std::get<I>(terms_);
+         const auto& in = std::get<I>(arguments);
+         using Inputs = std::remove_cvref_t<decltype(in)>;
+         static_assert(detail::is_term_inputs<Inputs>,
+                       "steadyloss::composed_loss::evaluate: pass sl::inputs(pred, target[, mask]) "
+                       "for each term");
+         static_assert(std::same_as<typename Inputs::value_type, value_type>,
+                       "steadyloss::composed_loss::evaluate: the tensors' value_type differs from "
+                       "the terms' (float terms need float tensors)");
+         const term_result<value_type> r =
+             detail::run_term(entry.term, in, grad_for(std::integral_constant<std::size_t, I>{}),
+                              entry.reduction, result.weights[I]);
+         result.values[I] = r.value;
+         result.denominators[I] = r.denominator;
+         total += static_cast<double>(result.weights[I]) * static_cast<double>(r.value);
+       }()),
+       ...);
+    }(std::index_sequence_for<Terms...>{});
+    result.total = static_cast<value_type>(total);
+    return result;
+  }
+
+  static void check_distinct(const std::array<mutable_tensor_view<value_type>, size>& outputs) {
+    for (std::size_t i = 0; i < size; ++i)
+      for (std::size_t j = i + 1; j < size; ++j)
+        if (detail::overlaps<value_type>(outputs[i].data, outputs[i].size, outputs[j].data,
+                                         outputs[j].size))
+          detail::fail<invalid_input>("composed_loss::evaluate: gradients of terms ", i, " and ", j,
+                                      " overlap; each term overwrites its own gradient buffer");
+  }
+
+  template <class Assign>
+  void set_each(std::span<const value_type> values, Assign assign) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (assign(std::get<I>(terms_), values[I]), ...);
+    }(std::index_sequence_for<Terms...>{});
+  }
+
+  std::tuple<weighted_term<Terms>...> terms_;
+  std::array<value_type, size> multipliers_{};
+};
+
+/// Builds a composed loss from terms, each given as term(loss, weight, reduction) or as a bare
+/// loss term (weight 1, mean).
+template <class... Parts>
+auto compose(Parts... parts) {
+  return composed_loss<typename detail::as_weighted_term<Parts>::type::term_type...>{
+      [](auto part) {
+        if constexpr (requires { part.reduction; }) return part;
+        else return term(part);
+      }(parts)...};
+}
+
+}  // namespace steadyloss

@@ -35,12 +35,13 @@ bool overlaps(const T* a, std::size_t a_size, const T* b, std::size_t b_size) {
 }
 
 template <class Term>
-constexpr void check_term() {
+struct term_argument {
   static_assert(LossTerm<Term>,
                 "steadyloss: this type is not a loss term; a term needs `using value_type = float "
                 "or double`, `value_type value(value_type pred, value_type target) const` and "
                 "`value_type grad(value_type pred, value_type target) const`");
-}
+  static constexpr bool ok = LossTerm<Term>;
+};
 
 template <class T>
 void check_mask(const tensor_view<T>& mask, std::size_t n, double& weight_sum) {
@@ -69,7 +70,9 @@ void check_lengths(const sequence_lengths<Int>& spec, std::size_t n, std::size_t
   double frames = 0;
   for (std::size_t b = 0; b < spec.batch; ++b) {
     const Int length = spec.lengths[b];
-    if (length < 0 || static_cast<std::size_t>(length) > spec.max_frames)
+    bool negative = false;
+    if constexpr (std::is_signed_v<Int>) negative = length < 0;
+    if (negative || static_cast<std::size_t>(length) > spec.max_frames)
       fail<invalid_input>("evaluate: lengths[", b, "] = ", +length, ", outside [0, max_frames = ",
                           spec.max_frames, "]");
     frames += static_cast<double>(length);
@@ -201,15 +204,16 @@ inline constexpr bool is_term_inputs<term_inputs<T, Weighting>> = true;
 
 template <class Term, class Inputs>
 constexpr bool check_term_and_inputs() {
-  check_term<Term>();
-  if constexpr (LossTerm<Term>) {
+  if constexpr (term_argument<Term>::ok) {
     static_assert(is_term_inputs<Inputs>, "steadyloss: evaluate the term on sl::inputs(pred, target[, mask])");
     if constexpr (is_term_inputs<Inputs>)
       static_assert(std::same_as<typename Inputs::value_type, typename Term::value_type>,
                     "steadyloss: the tensors' value_type differs from the term's (Huber<float> "
                     "needs float tensors, Huber<double> double tensors)");
+    if constexpr (is_term_inputs<Inputs>)
+      return std::same_as<typename Inputs::value_type, typename Term::value_type>;
   }
-  return LossTerm<Term> && is_term_inputs<Inputs>;
+  return false;
 }
 }  // namespace detail
 

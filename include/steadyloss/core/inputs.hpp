@@ -40,8 +40,9 @@ namespace detail {
 template <class T>
 inline constexpr bool keeps_safely = std::is_lvalue_reference_v<T> || TensorView<T>;
 
+/// Instantiated (not called) so that its messages appear at once, before any follow-on error.
 template <class T>
-constexpr void check_tensor_argument() {
+struct tensor_argument {
   static_assert(Tensor<T>,
                 "steadyloss: this argument is not a Tensor; include its backend header "
                 "(steadyloss/backend/plain.hpp, eigen.hpp, xtensor.hpp, torch.hpp) or specialize "
@@ -49,7 +50,8 @@ constexpr void check_tensor_argument() {
   static_assert(!Tensor<T> || keeps_safely<T>,
                 "steadyloss: pass a named tensor, not a temporary: steadyloss keeps a view of it, and "
                 "a temporary would dangle (wrap raw storage in std::span or Eigen::Map instead)");
-}
+  static constexpr bool ok = Tensor<T> && keeps_safely<T>;
+};
 
 template <class T>
 inline constexpr bool is_sequence_lengths = false;
@@ -69,13 +71,14 @@ struct term_inputs {
 
 template <class Pred, class Target>
 auto inputs(Pred&& pred, Target&& target) {
-  detail::check_tensor_argument<Pred>();
-  detail::check_tensor_argument<Target>();
-  static_assert(std::same_as<tensor_value_t<Pred>, tensor_value_t<Target>>,
-                "steadyloss::inputs: pred and target must have the same value_type (both float or "
-                "both double)");
-  using T = tensor_value_t<Pred>;
-  return term_inputs<T>{view_of(pred), view_of(target), {}};
+  if constexpr (detail::tensor_argument<Pred>::ok && detail::tensor_argument<Target>::ok) {
+    static_assert(std::same_as<tensor_value_t<Pred>, tensor_value_t<Target>>,
+                  "steadyloss::inputs: pred and target must have the same value_type (both float or "
+                  "both double)");
+    using T = tensor_value_t<Pred>;
+    if constexpr (std::same_as<tensor_value_t<Pred>, tensor_value_t<Target>>)
+      return term_inputs<T>{view_of(pred), view_of(target), {}};
+  }
 }
 
 /// Per-sequence lengths (any contiguous range of integers) for the padded layout described above.
@@ -99,12 +102,12 @@ auto inputs(Pred&& pred, Target&& target, Weighting&& weighting) {
   using W = std::remove_cvref_t<Weighting>;
   if constexpr (detail::is_sequence_lengths<W>) {
     return term_inputs<T, W>{plain.pred, plain.target, weighting};
-  } else {
-    detail::check_tensor_argument<Weighting>();
+  } else if constexpr (detail::tensor_argument<Weighting>::ok) {
     static_assert(std::same_as<tensor_value_t<Weighting>, T>,
                   "steadyloss::inputs: the mask must have the same value_type as pred (float or "
                   "double weights), or pass sl::lengths(...) for per-sequence lengths");
-    return term_inputs<T, frame_mask<T>>{plain.pred, plain.target, {view_of(weighting)}};
+    if constexpr (std::same_as<tensor_value_t<Weighting>, T>)
+      return term_inputs<T, frame_mask<T>>{plain.pred, plain.target, {view_of(weighting)}};
   }
 }
 
@@ -120,8 +123,8 @@ auto grads(First&& first, Rest&&... rest) {
   static_assert(all_writable,
                 "steadyloss::grads: each gradient output must be a writable Tensor "
                 "(tensor_traits<T>::mutable_data; a std::span<const T> is read-only)");
-  if constexpr (all_writable) {
-    (detail::check_tensor_argument<First>(), ..., detail::check_tensor_argument<Rest>());
+  if constexpr (all_writable && (detail::tensor_argument<First>::ok && ... &&
+                                  detail::tensor_argument<Rest>::ok)) {
     using T = tensor_value_t<First>;
     static_assert((std::same_as<tensor_value_t<Rest>, T> && ...),
                   "steadyloss::grads: all gradient outputs must share one value_type");

@@ -6,7 +6,6 @@
 // multiplier (1 by default) that a step policy such as AdaptiveWeight changes between steps;
 // the weight a term is evaluated with is base_weight * multiplier.
 
-#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
@@ -38,7 +37,6 @@ struct weighted_term {
 template <class Term>
 auto term(Term loss_term, std::type_identity_t<typename Term::value_type> weight = 1,
           Reduction reduction = Reduction::mean) {
-  detail::check_term<Term>();
   return weighted_term<Term>{loss_term, weight, reduction};
 }
 
@@ -135,7 +133,7 @@ class composed_loss {
   /// What a step policy (AdaptiveWeight) sets between steps; the next evaluation uses them.
   void set_multipliers(std::span<const value_type> multipliers) {
     detail::check_weights<value_type>("set_multipliers", multipliers, size);
-    std::copy(multipliers.begin(), multipliers.end(), multipliers_.begin());
+    for (std::size_t i = 0; i < size; ++i) multipliers_[i] = multipliers[i];
   }
 
   template <std::size_t I>

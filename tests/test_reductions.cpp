@@ -1,0 +1,191 @@
+// core/evaluate.hpp: mean, sum, masked and length-weighted means, their gradients, float32
+// accuracy at 16M elements, and the errors for bad input.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include <steadyloss/steadyloss.hpp>
+
+#include "reference.hpp"
+
+namespace sl = steadyloss;
+using Catch::Matchers::Contains;
+
+namespace {
+
+template <class T>
+struct batch {
+  // A padded [batch = 3, frames = 7, features = 5] layout with lengths {7, 3, 0}.
+  static constexpr std::size_t sequences = 3, frames = 7, features = 5, n = sequences * frames * features;
+  std::vector<T> pred = reference::uniform<T>(n, T(-3), T(3), 11);
+  std::vector<T> target = reference::uniform<T>(n, T(-3), T(3), 12);
+  std::vector<int> lengths{7, 3, 0};
+  std::vector<T> frame_mask = [this] {
+    std::vector<T> m(sequences * frames, T(0));
+    for (std::size_t b = 0; b < sequences; ++b)
+      for (int t = 0; t < lengths[b]; ++t) m[b * frames + t] = T(1);
+    return m;
+  }();
+  bool kept(std::size_t i) const { return frame_mask[i / features] != T(0); }
+};
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("mean and sum reductions and their gradients", "[reduction]", float, double) {
+  using T = TestType;
+  const std::size_t n = 1000;
+  const auto pred = reference::uniform<T>(n, T(-3), T(3), 5);
+  const auto target = reference::uniform<T>(n, T(-3), T(3), 6);
+  std::vector<T> grad(n);
+  const sl::Huber<T> term{.delta = T(1)};
+  reference::real want_sum = 0;
+  for (std::size_t i = 0; i < n; ++i) want_sum += reference::huber(pred[i], target[i], 1);
+
+  const auto mean = sl::evaluate(term, sl::inputs(pred, target), grad);
+  CHECK(mean.value == Approx(static_cast<double>(want_sum / n)).epsilon(reference::tolerance<T>()));
+  CHECK(mean.denominator == n);
+  for (std::size_t i = 0; i < n; ++i)
+    REQUIRE(grad[i] == Approx(static_cast<double>(reference::huber_grad(pred[i], target[i], 1) / n)));
+
+  const auto sum = sl::evaluate(term, sl::inputs(pred, target), grad, sl::Reduction::sum);
+  CHECK(sum.value == Approx(static_cast<double>(want_sum)).epsilon(reference::tolerance<T>()));
+  CHECK(sum.denominator == 1);
+  for (std::size_t i = 0; i < n; ++i)
+    REQUIRE(grad[i] == Approx(static_cast<double>(reference::huber_grad(pred[i], target[i], 1))));
+
+  CHECK(sl::value(term, sl::inputs(pred, target)).value == mean.value);  // value-only path agrees
+}
+
+TEST_CASE("the reduced gradient is the derivative of the reduced value", "[reduction]") {
+  batch<double> b;
+  std::vector<double> grad(b.n);
+  const sl::Huber<double> term{.delta = 0.8};
+  const auto in = sl::inputs(b.pred, b.target, b.frame_mask);
+  sl::evaluate(term, in, grad);
+  const double h = 1e-6;
+  for (std::size_t i : {0u, 17u, 40u, 60u, 104u}) {
+    std::vector<double> plus = b.pred, minus = b.pred;
+    plus[i] += h;
+    minus[i] -= h;
+    const double numeric = (sl::value(term, sl::inputs(plus, b.target, b.frame_mask)).value -
+                            sl::value(term, sl::inputs(minus, b.target, b.frame_mask)).value) / (2 * h);
+    INFO("element " << i);
+    CHECK(grad[i] == Approx(numeric).margin(1e-9));
+  }
+}
+
+TEMPLATE_TEST_CASE("a frame mask and per-sequence lengths give the weighted mean", "[reduction]",
+                   float, double) {
+  using T = TestType;
+  batch<T> b;
+  const sl::Huber<T> term{};
+  reference::real want = 0, count = 0;
+  for (std::size_t i = 0; i < b.n; ++i)
+    if (b.kept(i)) want += reference::huber(b.pred[i], b.target[i], 1), count += 1;
+  want /= count;
+
+  std::vector<T> grad_mask(b.n, T(7)), grad_lengths(b.n, T(7));
+  const auto by_mask = sl::evaluate(term, sl::inputs(b.pred, b.target, b.frame_mask), grad_mask);
+  const auto by_lengths =
+      sl::evaluate(term, sl::inputs(b.pred, b.target, sl::lengths(b.lengths, b.frames)), grad_lengths);
+  CHECK(by_mask.value == Approx(static_cast<double>(want)).epsilon(reference::tolerance<T>()));
+  CHECK(by_lengths.value == Approx(static_cast<double>(want)).epsilon(reference::tolerance<T>()));
+  const std::vector<std::size_t> unsigned_lengths(b.lengths.begin(), b.lengths.end());
+  CHECK(sl::value(term, sl::inputs(b.pred, b.target, sl::lengths(unsigned_lengths, b.frames))).value ==
+        by_lengths.value);
+  CHECK(by_mask.denominator == count);
+  CHECK(by_lengths.denominator == count);
+  for (std::size_t i = 0; i < b.n; ++i) {
+    const double g = b.kept(i) ? static_cast<double>(reference::huber_grad(b.pred[i], b.target[i], 1) / count) : 0.0;
+    INFO("element " << i);
+    REQUIRE(grad_mask[i] == Approx(g));
+    REQUIRE(grad_lengths[i] == Approx(g));
+  }
+}
+
+TEMPLATE_TEST_CASE("per-element weights weight each element; padding may hold NaN", "[reduction]",
+                   float, double) {
+  using T = TestType;
+  const std::size_t n = 300;
+  auto pred = reference::uniform<T>(n, T(-8), T(8), 21);
+  const auto target = reference::bernoulli<T>(n, 0.1, 22);
+  auto weights = reference::uniform<T>(n, T(0), T(2), 23);
+  for (std::size_t i = 0; i < n; i += 7) {
+    weights[i] = T(0);
+    pred[i] = std::numeric_limits<T>::quiet_NaN();  // masked out: must not leak into the result
+  }
+  const sl::BalancedBCE<T> term{.pos_weight = T(5)};
+  reference::real sum = 0, weight_sum = 0;
+  for (std::size_t i = 0; i < n; ++i)
+    if (weights[i] != 0) sum += weights[i] * reference::bce(pred[i], target[i], 5), weight_sum += weights[i];
+  std::vector<T> grad(n);
+  const auto mean = sl::evaluate(term, sl::inputs(pred, target, weights), grad);
+  CHECK(mean.value == Approx(static_cast<double>(sum / weight_sum)).epsilon(reference::tolerance<T>()));
+  for (std::size_t i = 0; i < n; ++i) {
+    const double g = weights[i] == 0 ? 0.0
+                                     : static_cast<double>(weights[i] * reference::bce_grad(pred[i], target[i], 5) / weight_sum);
+    INFO("element " << i);
+    REQUIRE(grad[i] == Approx(g).margin(1e-7));
+  }
+  const auto total = sl::value(term, sl::inputs(pred, target, weights), sl::Reduction::sum);
+  CHECK(total.value == Approx(static_cast<double>(sum)).epsilon(reference::tolerance<T>()));
+}
+
+TEST_CASE("float32 sums keep 1e-6 relative accuracy at 16M elements", "[reduction][accuracy]") {
+  const std::size_t n = std::size_t(1) << 24;
+  const auto pred = reference::uniform<float>(n, -2.0f, 2.0f, 31);
+  const auto target = reference::uniform<float>(n, -2.0f, 2.0f, 32);
+  std::vector<float> grad(n);
+  const sl::Huber<float> term{};
+  double want = 0;  // float64 reference from the same float inputs
+  float naive = 0;  // what a plain float loop would report
+  for (std::size_t i = 0; i < n; ++i) {
+    const double d = static_cast<double>(pred[i]) - target[i], a = std::fabs(d);
+    want += a <= 1 ? 0.5 * d * d : a - 0.5;
+    naive += term.value(pred[i], target[i]);
+  }
+  const auto sum = sl::evaluate(term, sl::inputs(pred, target), grad, sl::Reduction::sum);
+  const double relative = std::fabs(sum.value - want) / want;
+  INFO("relative error " << relative << ", naive float loop " << std::fabs(naive - want) / want);
+  CHECK(relative < 1e-6);
+  CHECK(std::fabs(naive - want) / want > 1e-4);  // the test has teeth: a naive sum fails it
+  CHECK(sl::value(term, sl::inputs(pred, target)).value == Approx(want / n).epsilon(1e-6));
+}
+
+TEMPLATE_TEST_CASE("bad sizes and data are rejected before anything is written", "[reduction][errors]",
+                   float, double) {
+  using T = TestType;
+  std::vector<T> pred(4096, T(0.5)), target(4095, T(0.5)), grad(4096, T(3)), same(4096, T(0.5));
+  const sl::Huber<T> term{};
+  CHECK_THROWS_AS(sl::value(term, sl::inputs(pred, target)), sl::shape_mismatch);
+  CHECK_THROWS_WITH(sl::value(term, sl::inputs(pred, target)), Contains("pred has 4096 elements, target 4095"));
+  std::vector<T> small(10);
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same), small), Contains("grad has 10 elements, pred 4096"));
+  std::vector<T> empty;
+  CHECK_THROWS_AS(sl::value(term, sl::inputs(empty, empty)), sl::invalid_input);
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same), pred), Contains("overlaps"));
+
+  std::vector<T> mask(1000, T(1));
+  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, mask), grad), sl::shape_mismatch);
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, mask), grad), Contains("mask has 1000 elements"));
+  std::vector<T> zeros(1024, T(0));
+  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, zeros), grad), sl::invalid_input);
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, zeros), grad), Contains("all zero"));
+  std::vector<T> negative(1024, T(1));
+  negative[9] = T(-1);
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, negative), grad), Contains("mask[9] = -1"));
+  negative[9] = std::numeric_limits<T>::infinity();
+  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, negative), grad), sl::invalid_input);
+
+  std::vector<std::int64_t> lengths{3, 5};
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, sl::lengths(lengths, 3)), grad), Contains("not batch (2 lengths)"));
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, sl::lengths(lengths, 4)), grad), Contains("lengths[1] = 5"));
+  lengths = {0, 0};
+  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, sl::lengths(lengths, 4)), grad), sl::invalid_input);
+  lengths = {-1, 2};
+  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, sl::lengths(lengths, 4)), grad), sl::invalid_input);
+  for (T g : grad) REQUIRE(g == T(3));  // nothing above wrote the gradient
+}

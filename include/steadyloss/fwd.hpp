@@ -24,6 +24,16 @@ class composed_loss;
 template <class T, std::size_t N>
 struct composed_result;
 enum class Reduction;
+template <class T>
+class EmaSmoother;
+template <class T, class Detector>
+class SpikeDampener;
+template <std::size_t N, class T>
+class AdaptiveWeight;
+template <class T, class Monitor>
+class EarlyStopper;
+template <class T>
+class StabilityMetrics;
 class error;
 class invalid_parameter;
 class shape_mismatch;

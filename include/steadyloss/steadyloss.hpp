@@ -1,6 +1,7 @@
 #pragma once
 // steadyloss: stable, fast training losses for any C++ tensor backend.
-// The umbrella header: the core, every loss term, composition and the plain-memory backend.
+// The umbrella header: the core, every loss term, composition, the step policies and the
+// plain-memory backend (all standard-library only).
 // Other backends have a header each: steadyloss/backend/eigen.hpp, steadyloss/backend/xtensor.hpp.
 
 #include "core/config.hpp"
@@ -17,5 +18,7 @@
 #include "loss/l1.hpp"
 #include "loss/label_smoothing.hpp"
 #include "loss/mse.hpp"
+
+#include "stability/stability.hpp"
 
 #include "backend/plain.hpp"

@@ -1,0 +1,198 @@
+#pragma once
+// Spike detectors for SpikeDampener, one interface: ready() (warm-up done), limit() (a value
+// above it is a spike), accept(x) (a non-spike value enters the reference), on_spike(x).
+//
+//   mean_ratio    x > threshold * mean(window)             (default; the original rule)
+//   median_ratio  x > threshold * median(window)           (robust to one outlier in the window)
+//   zscore        x > mean + k * sigma(window), k = 6      (OLMo-core's loss spike rule; sigma
+//                                                           is the sample standard deviation)
+//   ema_zscore    g > mu + z * sigma on the gradient norm  (ZClip: mu, sigma^2 are EMAs with
+//                 alpha = 0.97, z = 2.5; mu_t = a mu + (1-a) g, s2_t = a s2 + (1-a)(g - mu_t)^2,
+//                 initialized from the first `warmup` norms; a spike updates them with the
+//                 clipped norm mu + z sigma, as ZClip does)
+// Costs per step: O(1) for mean, zscore and ema_zscore (windowed_stats), O(log window) for
+// median (window_median). No allocation after construction.
+
+#include <cmath>
+#include <cstddef>
+#include <string_view>
+
+#include "../core/errors.hpp"
+#include "state_io.hpp"
+#include "window.hpp"
+
+namespace steadyloss {
+
+enum class spike_mode { dampen, skip, report };
+
+/// Settings of SpikeDampener; each detector reads the ones it needs.
+struct spike_config {
+  std::size_t window = 10;      ///< accepted values in the reference window (> 0)
+  double threshold = 2.0;       ///< ratio detectors: spike iff x > threshold * reference (> 1)
+  spike_mode mode = spike_mode::dampen;
+  std::size_t warmup = 0;       ///< accepted values before any decision; 0 = window
+  double sigma_factor = 6.0;    ///< zscore: k
+  double alpha = 0.97;          ///< ema_zscore: EMA weight of history, in (0, 1)
+  double z_threshold = 2.5;     ///< ema_zscore: z
+};
+
+namespace detail {
+inline std::size_t effective_warmup(const spike_config& c) { return c.warmup == 0 ? c.window : c.warmup; }
+
+inline void save_window(state_writer& out, const windowed_stats& w) {
+  out.put_int("count", static_cast<long long>(w.size()));
+  out.put_int("next", static_cast<long long>(w.next()));
+  out.put_int("replacements", static_cast<long long>(w.replacements()));
+  out.put("mean", w.mean());
+  out.put("m2", w.m2());
+  out.put_doubles("slots", w.slots());
+}
+inline void load_window(state_reader& in, windowed_stats& w) {
+  const long long count = in.get_int("count");
+  const long long next = in.get_int("next");
+  const long long replacements = in.get_int("replacements");
+  const double mean = in.get("mean");
+  const double m2 = in.get("m2");
+  const auto slots = in.get_doubles("slots", w.capacity());
+  const auto cap = static_cast<long long>(w.capacity());
+  if (count < 0 || count > cap || next < 0 || next >= cap || replacements < 0 || replacements >= cap ||
+      (count < cap && next != count % cap) || !std::isfinite(mean) || !(m2 >= 0))
+    fail<invalid_input>("steadyloss state: window counters are inconsistent");
+  w.set_state(slots, static_cast<std::size_t>(count), static_cast<std::size_t>(next),
+              static_cast<std::size_t>(replacements), mean, m2);
+}
+}  // namespace detail
+
+namespace detect {
+
+struct mean_ratio {
+  static constexpr std::string_view name = "mean_ratio";
+  static constexpr bool watches_grad_norm = false;
+  static void validate(const spike_config& c) {
+    if (!(c.threshold > 1.0) || !std::isfinite(c.threshold))
+      detail::fail<invalid_parameter>("SpikeDampener: threshold must be finite and > 1, got ", c.threshold);
+  }
+  explicit mean_ratio(const spike_config& c)
+      : stats_(c.window), threshold_(c.threshold), warmup_(detail::effective_warmup(c)) {}
+  bool ready() const { return stats_.size() >= warmup_; }
+  double reference() const { return stats_.mean(); }
+  double limit() const { return threshold_ * stats_.mean(); }
+  void accept(double x) { stats_.push(x); }
+  void on_spike(double) {}
+  void save(state_writer& out) const { detail::save_window(out, stats_); }
+  void load(state_reader& in) { detail::load_window(in, stats_); }
+
+ private:
+  detail::windowed_stats stats_;
+  double threshold_;
+  std::size_t warmup_;
+};
+
+struct median_ratio {
+  static constexpr std::string_view name = "median_ratio";
+  static constexpr bool watches_grad_norm = false;
+  static void validate(const spike_config& c) { mean_ratio::validate(c); }
+  explicit median_ratio(const spike_config& c)
+      : window_(c.window), threshold_(c.threshold), warmup_(detail::effective_warmup(c)) {}
+  bool ready() const { return window_.size() >= warmup_; }
+  double reference() const { return window_.median(); }
+  double limit() const { return threshold_ * window_.median(); }
+  void accept(double x) { window_.push(x); }
+  void on_spike(double) {}
+  void save(state_writer& out) const {
+    out.put_int("count", static_cast<long long>(window_.size()));
+    out.put_int("next", static_cast<long long>(window_.next()));
+    out.put_doubles("slots", window_.slots());
+  }
+  void load(state_reader& in) {
+    const long long count = in.get_int("count");
+    const long long next = in.get_int("next");
+    const auto slots = in.get_doubles("slots", window_.capacity());
+    const auto cap = static_cast<long long>(window_.capacity());
+    if (count < 0 || count > cap || next < 0 || next >= cap || (count < cap && next != count % cap))
+      detail::fail<invalid_input>("steadyloss state: median window counters are inconsistent");
+    window_.set_state(slots, static_cast<std::size_t>(count), static_cast<std::size_t>(next));
+  }
+
+ private:
+  detail::window_median window_;
+  double threshold_;
+  std::size_t warmup_;
+};
+
+struct zscore {
+  static constexpr std::string_view name = "zscore";
+  static constexpr bool watches_grad_norm = false;
+  static void validate(const spike_config& c) {
+    if (!(c.sigma_factor > 0.0) || !std::isfinite(c.sigma_factor))
+      detail::fail<invalid_parameter>("SpikeDampener: sigma_factor must be finite and > 0, got ", c.sigma_factor);
+  }
+  explicit zscore(const spike_config& c)
+      : stats_(c.window), k_(c.sigma_factor), warmup_(std::max<std::size_t>(2, detail::effective_warmup(c))) {}
+  bool ready() const { return stats_.size() >= warmup_; }
+  double reference() const { return stats_.mean(); }
+  double limit() const { return stats_.mean() + k_ * std::sqrt(stats_.sample_variance()); }
+  void accept(double x) { stats_.push(x); }
+  void on_spike(double) {}
+  void save(state_writer& out) const { detail::save_window(out, stats_); }
+  void load(state_reader& in) { detail::load_window(in, stats_); }
+
+ private:
+  detail::windowed_stats stats_;
+  double k_;
+  std::size_t warmup_;
+};
+
+struct ema_zscore {
+  static constexpr std::string_view name = "ema_zscore";
+  static constexpr bool watches_grad_norm = true;
+  static void validate(const spike_config& c) {
+    if (!(c.alpha > 0.0 && c.alpha < 1.0))
+      detail::fail<invalid_parameter>("SpikeDampener: alpha must be in (0, 1), got ", c.alpha);
+    if (!(c.z_threshold > 0.0) || !std::isfinite(c.z_threshold))
+      detail::fail<invalid_parameter>("SpikeDampener: z_threshold must be finite and > 0, got ", c.z_threshold);
+  }
+  explicit ema_zscore(const spike_config& c)
+      : alpha_(c.alpha), z_(c.z_threshold), warmup_(std::max<std::size_t>(2, detail::effective_warmup(c))) {}
+  bool ready() const { return count_ >= warmup_; }
+  double reference() const { return mean_; }
+  double limit() const { return mean_ + z_ * std::sqrt(variance_); }
+  void accept(double g) {
+    if (count_ < warmup_) {  // Welford over the warm-up norms, then switch to the EMAs
+      ++count_;
+      const double delta = g - mean_;
+      mean_ += delta / static_cast<double>(count_);
+      variance_ += delta * (g - mean_);
+      if (count_ == warmup_) variance_ /= static_cast<double>(count_);
+      return;
+    }
+    mean_ = alpha_ * mean_ + (1.0 - alpha_) * g;
+    variance_ = alpha_ * variance_ + (1.0 - alpha_) * (g - mean_) * (g - mean_);
+  }
+  void on_spike(double) { accept(limit()); }
+  void save(state_writer& out) const {
+    out.put_int("count", static_cast<long long>(count_));
+    out.put("mean", mean_);
+    out.put("variance", variance_);
+  }
+  void load(state_reader& in) {
+    const long long count = in.get_int("count");
+    const double mean = in.get("mean");
+    const double variance = in.get("variance");
+    if (count < 0 || static_cast<std::size_t>(count) > warmup_ || !std::isfinite(mean) || !(variance >= 0))
+      detail::fail<invalid_input>("steadyloss state: ema_zscore values are inconsistent");
+    count_ = static_cast<std::size_t>(count);
+    mean_ = mean;
+    variance_ = variance;
+  }
+
+ private:
+  double alpha_, z_;
+  std::size_t warmup_;
+  std::size_t count_ = 0;
+  double mean_ = 0;
+  double variance_ = 0;  ///< M2 during warm-up, the EMA variance after
+};
+
+}  // namespace detect
+}  // namespace steadyloss

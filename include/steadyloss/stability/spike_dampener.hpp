@@ -1,0 +1,172 @@
+#pragma once
+// SpikeDampener: flags a step whose loss (or gradient norm, for detect::ema_zscore) is above the
+// detector's limit L (see detectors.hpp; default: L = threshold * mean of the last `window`
+// accepted losses, threshold 2.0, window 10) and tells the loop what to do with it:
+//   dampen  scale = L / x, so the effective loss x * scale is L (the gradient norm is clipped to
+//           L for ema_zscore)
+//   skip    scale = 0
+//   report  scale = 1, only the flag is set
+// A non-finite loss or gradient norm always gives scale 0 (skip). Spikes and non-finite values
+// never enter the reference window. Warm-up is explicit: no step is flagged before the detector
+// holds `warmup` accepted values (default: window); until then every finite value is accepted.
+
+#include <cmath>
+#include <cstddef>
+#include <string_view>
+
+#include "../core/errors.hpp"
+#include "detectors.hpp"
+#include "state_io.hpp"
+#include "step.hpp"
+
+namespace steadyloss {
+
+/// What SpikeDampener decided for one step.
+template <class T>
+struct spike_decision {
+  T scale = T(1);           ///< multiply the gradients by this
+  bool is_spike = false;
+  bool skipped = false;     ///< scale == 0
+  bool non_finite = false;
+  bool warming_up = false;  ///< the detector could not decide yet
+  T limit{};                ///< the detector's limit this step (0 during warm-up)
+  T effective{};            ///< the loss after dampening
+};
+
+template <class T = float, class Detector = detect::mean_ratio>
+class SpikeDampener {
+ public:
+  using value_type = T;
+  using detector_type = Detector;
+  using kind = policy_kind::spike_dampener;
+  using depends_on = type_list<>;
+  static constexpr std::string_view name = "SpikeDampener";
+
+  using config = spike_config;
+
+  SpikeDampener() : SpikeDampener(config{}) {}
+  explicit SpikeDampener(config c) : config_(validated(c)), detector_(config_) {}
+
+  /// One step: the loss and, for gradient-norm detectors, the gradient norm.
+  spike_decision<T> update(T loss, T grad_norm = T(0)) {
+    const auto d = decide(static_cast<double>(loss), static_cast<double>(grad_norm),
+                          std::isfinite(loss) && std::isfinite(grad_norm));
+    return {static_cast<T>(d.scale), d.is_spike, d.skipped, d.non_finite, d.warming_up,
+            static_cast<T>(d.limit), static_cast<T>(d.effective)};
+  }
+
+  long long spikes() const { return spikes_; }
+  long long skips() const { return skips_; }
+  long long consecutive_skips() const { return consecutive_skips_; }
+  const config& settings() const { return config_; }
+
+  template <std::size_t N>
+  void on_step(detail::step_context<N>& ctx) {
+    if (ctx.skipped) return;  // an earlier policy already dropped this step
+    const auto d = decide(ctx.effective, ctx.grad_norm, ctx.finite);
+    ctx.scale *= d.scale;
+    ctx.is_spike = ctx.is_spike || d.is_spike;
+    ctx.skipped = d.skipped;
+    ctx.effective = d.effective;
+  }
+
+  void save(state_writer& out) const {
+    out.begin(name);
+    out.put("detector_window", static_cast<double>(config_.window));
+    out.put("threshold", config_.threshold);
+    out.put("mode", static_cast<double>(config_.mode));
+    out.put("warmup", static_cast<double>(detail::effective_warmup(config_)));
+    out.put_int("spikes", spikes_);
+    out.put_int("skips", skips_);
+    out.put_int("consecutive_skips", consecutive_skips_);
+    out.begin(Detector::name);
+    detector_.save(out);
+    out.end(Detector::name);
+    out.end(name);
+  }
+  void load(state_reader& in) {
+    in.begin(name);
+    in.expect_config(name, "detector_window", static_cast<double>(config_.window));
+    in.expect_config(name, "threshold", config_.threshold);
+    in.expect_config(name, "mode", static_cast<double>(config_.mode));
+    in.expect_config(name, "warmup", static_cast<double>(detail::effective_warmup(config_)));
+    const long long spikes = in.get_int("spikes");
+    const long long skips = in.get_int("skips");
+    const long long consecutive = in.get_int("consecutive_skips");
+    in.begin(Detector::name);
+    Detector detector = detector_;
+    detector.load(in);
+    in.end(Detector::name);
+    in.end(name);
+    if (spikes < 0 || skips < 0 || consecutive < 0 || consecutive > skips)
+      detail::fail<invalid_input>("steadyloss state: SpikeDampener counters are inconsistent");
+    spikes_ = spikes;
+    skips_ = skips;
+    consecutive_skips_ = consecutive;
+    detector_ = detector;
+  }
+
+ private:
+  struct raw_decision {
+    double scale = 1;
+    bool is_spike = false, skipped = false, non_finite = false, warming_up = false;
+    double limit = 0, effective = 0;
+  };
+
+  static const config& validated(const config& c) {
+    if (c.window == 0) detail::fail<invalid_parameter>("SpikeDampener: window must be > 0, got 0");
+    if (c.warmup > c.window && !Detector::watches_grad_norm)
+      detail::fail<invalid_parameter>("SpikeDampener: warmup must be <= window (", c.window, "), got ", c.warmup);
+    if (c.mode != spike_mode::dampen && c.mode != spike_mode::skip && c.mode != spike_mode::report)
+      detail::fail<invalid_parameter>("SpikeDampener: mode must be dampen, skip or report, got ",
+                                      static_cast<int>(c.mode));
+    Detector::validate(c);
+    return c;
+  }
+
+  raw_decision decide(double loss, double grad_norm, bool finite) {
+    raw_decision d;
+    d.effective = loss;
+    if (!finite) {
+      d.non_finite = d.skipped = true;
+      d.scale = 0;
+    } else {
+      const double x = Detector::watches_grad_norm ? grad_norm : loss;
+      if (!detector_.ready()) {
+        d.warming_up = true;
+        detector_.accept(x);
+      } else {
+        d.limit = detector_.limit();
+        if (x > d.limit) {
+          d.is_spike = true;
+          ++spikes_;
+          if (config_.mode == spike_mode::skip || (config_.mode == spike_mode::dampen && !(d.limit > 0))) {
+            d.scale = 0;
+            d.skipped = true;
+          } else if (config_.mode == spike_mode::dampen) {
+            d.scale = d.limit / x;
+            if (!Detector::watches_grad_norm) d.effective = d.limit;
+          }
+          detector_.on_spike(x);
+        } else {
+          detector_.accept(x);
+        }
+      }
+    }
+    if (d.skipped) {
+      ++skips_;
+      ++consecutive_skips_;
+    } else {
+      consecutive_skips_ = 0;
+    }
+    return d;
+  }
+
+  config config_;
+  Detector detector_;
+  long long spikes_ = 0;
+  long long skips_ = 0;
+  long long consecutive_skips_ = 0;
+};
+
+}  // namespace steadyloss

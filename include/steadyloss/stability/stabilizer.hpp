@@ -1,0 +1,312 @@
+#pragma once
+// Stabilizer<Policies...>: the step policies composed at compile time. update() globalizes the
+// step's inputs through the Reducer (nothing to do for the default local_reducer), then runs the
+// policies in the order listed, each reading and writing one step context, and returns one
+// step_report. An absent policy costs nothing: its report fields keep their neutral values.
+//
+// Order matters and is the user's: SpikeDampener before EmaSmoother smooths the dampened loss;
+// EmaSmoother before SpikeDampener smooths the raw one. A policy that needs another's output says
+// so (`using depends_on = type_list<policy_kind::...>`) and gets a static_assert if that policy is
+// not listed before it.
+//
+// Multi-rank (with_reducer(r, policies...)): per-term values are combined as count-weighted
+// means, sum_r(value_r * count_r) / sum_r(count_r), with the composed loss's denominators as
+// counts; plain scalars (update(total, grad_norm)) as means over ranks; the gradient norm as the
+// mean over ranks (unchanged when, as in data-parallel training, every rank already holds the
+// global norm); a non-finite value on any rank makes the step non-finite everywhere.
+
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <span>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "../core/errors.hpp"
+#include "../distributed/reduction.hpp"
+#include "../loss/compose.hpp"
+#include "state_io.hpp"
+#include "step.hpp"
+
+namespace steadyloss {
+
+template <class P>
+concept StepPolicy = requires(P& p, const P& cp, detail::step_context<0>& ctx, state_writer& w, state_reader& r) {
+  typename P::value_type;
+  typename P::kind;
+  typename P::depends_on;
+  { P::name } -> std::convertible_to<std::string_view>;
+  cp.save(w);
+  p.load(r);
+};
+
+namespace detail {
+template <class Kind, class List>
+inline constexpr bool list_has = false;
+template <class Kind, class... Kinds>
+inline constexpr bool list_has<Kind, type_list<Kinds...>> = (std::is_same_v<Kind, Kinds> || ...);
+
+template <class P>
+inline constexpr std::size_t policy_terms = 0;
+template <class P>
+  requires requires { P::terms; }
+inline constexpr std::size_t policy_terms<P> = P::terms;
+
+template <class... Policies>
+struct policy_pack {
+  template <class Kind>
+  static constexpr std::size_t count = (std::size_t{0} + ... + std::is_same_v<typename Policies::kind, Kind>);
+
+  template <class Kind>
+  static constexpr bool dependency_met() {
+    constexpr bool kinds[] = {std::is_same_v<typename Policies::kind, Kind>..., false};
+    constexpr bool needs[] = {list_has<Kind, typename Policies::depends_on>..., false};
+    bool seen = false;
+    for (std::size_t i = 0; i < sizeof...(Policies); ++i) {
+      if (needs[i] && !seen) return false;
+      seen = seen || kinds[i];
+    }
+    return true;
+  }
+
+  static constexpr std::size_t terms = (std::size_t{0} + ... + policy_terms<Policies>);
+};
+
+template <class... Policies>
+struct first_value_type {
+  using type = float;
+};
+template <class First, class... Rest>
+struct first_value_type<First, Rest...> {
+  using type = typename First::value_type;
+};
+}  // namespace detail
+
+template <Reducer R, class... Policies>
+class basic_stabilizer {
+  static_assert((StepPolicy<Policies> && ...),
+                "steadyloss::Stabilizer: every policy needs value_type, kind, depends_on, name, save(state_writer&) "
+                "and load(state_reader&); use EmaSmoother, SpikeDampener, AdaptiveWeight, EarlyStopper, "
+                "StabilityMetrics or a type written like them");
+  using pack = detail::policy_pack<Policies...>;
+
+ public:
+  using value_type = typename detail::first_value_type<Policies...>::type;
+  static constexpr std::size_t terms = pack::terms;
+  using report_type = step_report<value_type, terms>;
+
+  static_assert((std::is_same_v<typename Policies::value_type, value_type> && ...),
+                "steadyloss::Stabilizer: all policies must share one value_type (all float or all double)");
+  static_assert(pack::template dependency_met<policy_kind::ema_smoother>(),
+                "steadyloss::Stabilizer: a policy monitors the smoothed loss (depends_on EmaSmoother); list an "
+                "EmaSmoother before it");
+  static_assert(pack::template dependency_met<policy_kind::spike_dampener>(),
+                "steadyloss::Stabilizer: a policy depends_on SpikeDampener; list a SpikeDampener before it");
+  static_assert(pack::template dependency_met<policy_kind::adaptive_weight>() &&
+                    pack::template dependency_met<policy_kind::early_stopper>() &&
+                    pack::template dependency_met<policy_kind::stability_metrics>(),
+                "steadyloss::Stabilizer: a policy's depends_on names a policy that is not listed before it");
+  static_assert(pack::template count<policy_kind::ema_smoother> <= 1 &&
+                    pack::template count<policy_kind::adaptive_weight> <= 1 &&
+                    pack::template count<policy_kind::early_stopper> <= 1 &&
+                    pack::template count<policy_kind::stability_metrics> <= 1,
+                "steadyloss::Stabilizer: list each of EmaSmoother, AdaptiveWeight, EarlyStopper and "
+                "StabilityMetrics at most once (SpikeDampener may repeat, e.g. one on the loss and one on "
+                "the gradient norm)");
+
+  basic_stabilizer() = default;
+  explicit basic_stabilizer(Policies... policies)
+    requires(sizeof...(Policies) > 0)
+      : policies_(std::move(policies)...) {}
+  basic_stabilizer(R reducer, Policies... policies) : reducer_(std::move(reducer)), policies_(std::move(policies)...) {}
+
+  /// One step from a composed-loss evaluation and the gradient norm.
+  template <std::size_t M>
+  report_type update(const composed_result<value_type, M>& result, value_type grad_norm) {
+    static_assert(terms == 0 || terms == M,
+                  "steadyloss::Stabilizer::update: AdaptiveWeight<N> and the composed loss have different numbers "
+                  "of terms");
+    detail::step_context<terms> ctx;
+    if constexpr (std::is_same_v<R, local_reducer>) {
+      ctx.loss = static_cast<double>(result.total);
+      ctx.grad_norm = static_cast<double>(grad_norm);
+      ctx.finite = std::isfinite(result.total) && std::isfinite(grad_norm);
+      for (std::size_t i = 0; i < M; ++i) ctx.finite = ctx.finite && std::isfinite(result.values[i]);
+      if constexpr (terms > 0)
+        for (std::size_t i = 0; i < M; ++i) {
+          ctx.values[i] = static_cast<double>(result.values[i]);
+          ctx.weights[i] = static_cast<double>(result.weights[i]);
+        }
+    } else {
+      std::array<double, 2 + 2 * M> buffer{};
+      bool finite = std::isfinite(result.total) && std::isfinite(grad_norm);
+      for (std::size_t i = 0; i < M; ++i) finite = finite && std::isfinite(result.values[i]);
+      buffer[0] = finite ? 0.0 : 1.0;
+      buffer[1] = finite ? static_cast<double>(grad_norm) : 0.0;
+      for (std::size_t i = 0; i < M; ++i) {
+        buffer[2 + 2 * i] = finite ? static_cast<double>(result.values[i]) * result.denominators[i] : 0.0;
+        buffer[3 + 2 * i] = result.denominators[i];
+      }
+      reducer_.sum(buffer);
+      ctx.finite = buffer[0] == 0.0;
+      ctx.grad_norm = buffer[1] / reducer_.size();
+      double total = 0;
+      for (std::size_t i = 0; i < M; ++i) {
+        const double value = buffer[2 + 2 * i] / buffer[3 + 2 * i];
+        total += static_cast<double>(result.weights[i]) * value;
+        ctx.finite = ctx.finite && std::isfinite(value);
+        if constexpr (terms > 0) {
+          ctx.values[i] = value;
+          ctx.weights[i] = static_cast<double>(result.weights[i]);
+        }
+      }
+      ctx.loss = total;
+    }
+    ctx.has_terms = true;
+    return run(ctx);
+  }
+
+  /// One step from a total loss and gradient norm (no per-term values: no AdaptiveWeight).
+  report_type update(value_type total, value_type grad_norm) {
+    static_assert(terms == 0,
+                  "steadyloss::Stabilizer::update: AdaptiveWeight needs per-term values; call update(result, "
+                  "grad_norm) with the composed loss's result, or update(total, per_term_values, grad_norm)");
+    return update_scalars(total, std::span<const value_type>{}, grad_norm);
+  }
+  /// One step from a total loss, per-term values (evaluated with weight 1 each) and gradient norm.
+  report_type update(value_type total, std::span<const value_type> values, value_type grad_norm) {
+    if (terms > 0 && values.size() != terms)
+      detail::fail<shape_mismatch>("Stabilizer::update: per_term_values must have ", terms, " entries, got ",
+                                   values.size());
+    return update_scalars(total, values, grad_norm);
+  }
+
+  template <class Policy>
+  Policy& get() { return std::get<Policy>(policies_); }
+  template <class Policy>
+  const Policy& get() const { return std::get<Policy>(policies_); }
+  template <std::size_t I>
+  auto& get() { return std::get<I>(policies_); }
+
+  long long steps() const { return step_; }
+  R& reducer() { return reducer_; }
+
+  /// The full state (every policy, every counter) in the format of state_io.hpp.
+  std::string save() const {
+    state_writer out;
+    out.begin("Stabilizer");
+    out.put_int("policies", static_cast<long long>(sizeof...(Policies)));
+    out.put_int("step", step_);
+    std::apply([&](const auto&... p) { (p.save(out), ...); }, policies_);
+    out.end("Stabilizer");
+    return out.finish();
+  }
+  /// Restores what save() wrote, into an identically configured Stabilizer. Throws
+  /// steadyloss::invalid_input on a corrupted, truncated, wrong-version or mismatched state and
+  /// then leaves this Stabilizer unchanged.
+  void restore(std::string_view text) {
+    state_reader in(text);
+    in.begin("Stabilizer");
+    const long long count = in.get_int("policies");
+    if (count != static_cast<long long>(sizeof...(Policies)))
+      detail::fail<invalid_input>("steadyloss state: saved with ", count, " policies, this Stabilizer has ",
+                                  sizeof...(Policies));
+    const long long step = in.get_int("step");
+    if (step < 0) detail::fail<invalid_input>("steadyloss state: Stabilizer step must be >= 0, got ", step);
+    auto staged = policies_;
+    std::apply([&](auto&... p) { (p.load(in), ...); }, staged);
+    in.end("Stabilizer");
+    in.finish();
+    policies_ = std::move(staged);
+    step_ = step;
+  }
+
+ private:
+  report_type update_scalars(value_type total, std::span<const value_type> values, value_type grad_norm) {
+    detail::step_context<terms> ctx;
+    const std::size_t n = values.size();
+    bool finite = std::isfinite(total) && std::isfinite(grad_norm);
+    for (std::size_t i = 0; i < n; ++i) finite = finite && std::isfinite(values[i]);
+    if constexpr (std::is_same_v<R, local_reducer>) {
+      ctx.loss = static_cast<double>(total);
+      ctx.grad_norm = static_cast<double>(grad_norm);
+      ctx.finite = finite;
+      if constexpr (terms > 0)
+        for (std::size_t i = 0; i < terms; ++i) ctx.values[i] = static_cast<double>(values[i]);
+    } else {
+      std::array<double, 3 + terms> buffer{};
+      buffer[0] = finite ? 0.0 : 1.0;
+      buffer[1] = finite ? static_cast<double>(grad_norm) : 0.0;
+      buffer[2] = finite ? static_cast<double>(total) : 0.0;
+      if constexpr (terms > 0)
+        for (std::size_t i = 0; i < terms; ++i) buffer[3 + i] = finite ? static_cast<double>(values[i]) : 0.0;
+      reducer_.sum(buffer);
+      const double ranks = reducer_.size();
+      ctx.finite = buffer[0] == 0.0;
+      ctx.grad_norm = buffer[1] / ranks;
+      ctx.loss = buffer[2] / ranks;
+      if constexpr (terms > 0)
+        for (std::size_t i = 0; i < terms; ++i) ctx.values[i] = buffer[3 + i] / ranks;
+    }
+    ctx.weights.fill(1.0);
+    ctx.has_terms = n > 0;
+    return run(ctx);
+  }
+
+  report_type run(detail::step_context<terms>& ctx) {
+    ctx.step = step_;
+    ctx.effective = ctx.loss;
+    std::apply([&](auto&... p) { (p.on_step(ctx), ...); }, policies_);
+    report_type r;
+    r.step = step_++;
+    r.loss = static_cast<value_type>(ctx.loss);
+    r.grad_norm = static_cast<value_type>(ctx.grad_norm);
+    r.scale = static_cast<value_type>(ctx.scale);
+    r.non_finite = !ctx.finite;
+    r.is_spike = ctx.is_spike;
+    r.skipped = ctx.skipped;
+    r.smoothed = static_cast<value_type>(ctx.has_smoothed ? ctx.smoothed : ctx.effective);
+    r.weights.fill(value_type(1));
+    std::apply([&](const auto&... p) {
+      ([&] { if constexpr (requires { p.fill(r); }) p.fill(r); }(), ...);
+    }, policies_);
+    return r;
+  }
+
+  [[no_unique_address]] R reducer_{};
+  std::tuple<Policies...> policies_{};
+  long long step_ = 0;
+};
+
+/// The single-process pipeline: Stabilizer<EmaSmoother<>, SpikeDampener<>, AdaptiveWeight<2>,
+/// EarlyStopper<>> guard;  (default-constructed policies give the "stable" preset)
+template <class... Policies>
+using Stabilizer = basic_stabilizer<local_reducer, Policies...>;
+
+/// A multi-rank pipeline: with_reducer(sl::mpi_reducer{MPI_COMM_WORLD}, policies...).
+template <Reducer R, class... Policies>
+basic_stabilizer<R, Policies...> with_reducer(R reducer, Policies... policies) {
+  return basic_stabilizer<R, Policies...>(std::move(reducer), std::move(policies)...);
+}
+
+/// Saves any single policy in the state format (for policies used outside a Stabilizer).
+template <class Policy>
+std::string save_state(const Policy& policy) {
+  state_writer out;
+  policy.save(out);
+  return out.finish();
+}
+/// Restores a single policy; on error throws invalid_input and leaves the policy unchanged.
+template <class Policy>
+void restore_state(Policy& policy, std::string_view text) {
+  state_reader in(text);
+  Policy staged = policy;
+  staged.load(in);
+  in.finish();
+  policy = std::move(staged);
+}
+
+}  // namespace steadyloss

@@ -1,0 +1,89 @@
+#pragma once
+// What flows through a Stabilizer in one step (step_context, internal) and what it returns
+// (step_report). Policies read and write the context in the order they are listed.
+
+#include <array>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <string_view>
+
+namespace steadyloss {
+
+/// Why an EarlyStopper stopped (or none).
+enum class stop_reason : std::uint8_t { none, non_finite, stopping_threshold, divergence_threshold, patience };
+
+inline std::string_view to_string(stop_reason reason) {
+  switch (reason) {
+    case stop_reason::none: return "none";
+    case stop_reason::non_finite: return "non_finite";
+    case stop_reason::stopping_threshold: return "stopping_threshold";
+    case stop_reason::divergence_threshold: return "divergence_threshold";
+    case stop_reason::patience: return "patience";
+  }
+  return "unknown";
+}
+
+/// Policy kinds, named in `depends_on` lists. A dependency on a kind is met by a policy of that
+/// kind listed earlier in the Stabilizer.
+namespace policy_kind {
+struct ema_smoother {};
+struct spike_dampener {};
+struct adaptive_weight {};
+struct early_stopper {};
+struct stability_metrics {};
+}  // namespace policy_kind
+
+template <class... Kinds>
+struct type_list {};
+
+/// One step's report: what the training loop acts on. Fields of absent policies keep the
+/// neutral values below (scale 1, smoothed = loss, weights 1, should_stop false, metrics 0/1).
+template <class T, std::size_t N>
+struct step_report {
+  long long step = 0;       ///< 0-based index of this update
+  T loss{};                 ///< the (global) total loss this step
+  T grad_norm{};            ///< the (global) gradient norm this step
+  T scale = T(1);           ///< multiply the gradients by this; 0 = skip the optimizer step
+  bool non_finite = false;  ///< loss, a term value or the gradient norm was NaN/Inf (on any rank)
+  bool is_spike = false;    ///< the detector flagged this step
+  bool skipped = false;     ///< scale == 0: the step should not update the model
+  T smoothed{};             ///< EmaSmoother's debiased value (the loss itself without one)
+  std::array<T, N> weights{};  ///< AdaptiveWeight's multipliers for the next evaluation
+  bool should_stop = false;
+  bool improved = false;    ///< this step set a new best: save the model's weights now
+  T best{};                 ///< EarlyStopper's best monitored value so far
+  long long best_step = -1; ///< step at which best was seen (-1: none yet)
+  long long wait = 0;       ///< EarlyStopper's wait count
+  stop_reason reason = stop_reason::none;
+  T stability_score = T(1); ///< StabilityMetrics: 1 / (1 + cv) of the window, in [0, 1]
+  T loss_variance{};        ///< StabilityMetrics: sample variance of the window
+  T grad_norm_ema{};        ///< StabilityMetrics: debiased EMA of the gradient norm
+  bool grad_explosion = false;  ///< StabilityMetrics: grad_norm > explosion_ratio * EMA
+  T progress{};             ///< StabilityMetrics: 1 - window mean / first full window mean, in [0, 1]
+};
+
+namespace detail {
+
+/// The Stabilizer's per-step scratch: inputs (already globalized) and policy outputs.
+template <std::size_t N>
+struct step_context {
+  long long step = 0;
+  double loss = 0;
+  double grad_norm = 0;
+  std::array<double, N> values{};   ///< per-term values (when has_terms)
+  std::array<double, N> weights{};  ///< weights the terms were evaluated with (1 if unknown)
+  bool has_terms = false;
+  bool finite = true;
+
+  double scale = 1;
+  bool is_spike = false;
+  bool skipped = false;
+  double effective = 0;       ///< the loss the model trains on: loss, or the dampened limit
+  bool has_smoothed = false;
+  double smoothed = 0;
+};
+
+}  // namespace detail
+}  // namespace steadyloss

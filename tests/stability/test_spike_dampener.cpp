@@ -1,0 +1,169 @@
+// SpikeDampener and its detectors, against sequences worked by hand and brute-force references.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include <steadyloss/stability/spike_dampener.hpp>
+
+namespace sl = steadyloss;
+
+TEMPLATE_TEST_CASE("SpikeDampener mean ratio: warm-up, dampen, non-finite, window hygiene", "[stability][spike]",
+                   float, double) {
+  sl::SpikeDampener<TestType> spikes({.window = 4, .threshold = 2.0});
+  for (int i = 0; i < 4; ++i) {  // warm-up: no decision until 4 accepted values
+    const auto d = spikes.update(TestType(1));
+    CHECK(d.warming_up);
+    CHECK(d.scale == TestType(1));
+  }
+  auto d = spikes.update(TestType(1));  // mean 1, limit 2
+  CHECK_FALSE(d.warming_up);
+  CHECK_FALSE(d.is_spike);
+  d = spikes.update(TestType(3));  // 3 > 2: spike; dampen to 2/3 so the effective loss is 2
+  CHECK(d.is_spike);
+  CHECK(d.scale == Approx(2.0 / 3.0));
+  CHECK(d.effective == Approx(2.0));
+  CHECK(d.limit == Approx(2.0));
+  d = spikes.update(std::numeric_limits<TestType>::quiet_NaN());  // non-finite: skip
+  CHECK(d.non_finite);
+  CHECK(d.skipped);
+  CHECK(d.scale == TestType(0));
+  d = spikes.update(TestType(1), std::numeric_limits<TestType>::infinity());  // inf grad norm: skip too
+  CHECK(d.skipped);
+  // Neither the spike nor the NaN entered the window: still mean 1, limit 2. 2 is not > 2.
+  d = spikes.update(TestType(2));
+  CHECK_FALSE(d.is_spike);
+  CHECK(d.limit == Approx(2.0));
+  // Window now 1, 1, 1, 2 (the oldest 1 dropped): mean 1.25, limit 2.5.
+  d = spikes.update(TestType(2.6));
+  CHECK(d.is_spike);
+  CHECK(d.limit == Approx(2.5));
+  CHECK(d.scale == Approx(2.5 / 2.6));
+  CHECK(spikes.spikes() == 2);
+  CHECK(spikes.skips() == 2);
+}
+
+TEMPLATE_TEST_CASE("SpikeDampener modes skip and report, explicit warm-up", "[stability][spike]", float, double) {
+  sl::SpikeDampener<TestType> skip({.window = 3, .threshold = 2.0, .mode = sl::spike_mode::skip});
+  sl::SpikeDampener<TestType> report({.window = 3, .threshold = 2.0, .mode = sl::spike_mode::report});
+  for (int i = 0; i < 3; ++i) {
+    skip.update(TestType(1));
+    report.update(TestType(1));
+  }
+  const auto s = skip.update(TestType(5));
+  CHECK(s.is_spike);
+  CHECK(s.skipped);
+  CHECK(s.scale == TestType(0));
+  const auto r = report.update(TestType(5));
+  CHECK(r.is_spike);
+  CHECK_FALSE(r.skipped);
+  CHECK(r.scale == TestType(1));
+  CHECK(r.effective == TestType(5));
+
+  // warmup 2 of window 4: decisions start after two accepted values.
+  sl::SpikeDampener<TestType> quick({.window = 4, .threshold = 2.0, .warmup = 2});
+  CHECK(quick.update(TestType(1)).warming_up);
+  CHECK(quick.update(TestType(1)).warming_up);
+  CHECK(quick.update(TestType(5)).is_spike);
+}
+
+TEST_CASE("SpikeDampener median ratio ignores an outlier the mean does not", "[stability][spike]") {
+  sl::SpikeDampener<double, sl::detect::median_ratio> median({.window = 5, .threshold = 2.0});
+  sl::SpikeDampener<double, sl::detect::mean_ratio> mean({.window = 5, .threshold = 2.0});
+  for (double x : {1.0, 2.0, 3.0, 4.0, 100.0}) {  // warm-up accepts the 100
+    median.update(x);
+    mean.update(x);
+  }
+  // window {1, 2, 3, 4, 100}: median 3 -> limit 6; mean 22 -> limit 44.
+  const auto a = median.update(7.0);
+  CHECK(a.is_spike);
+  CHECK(a.limit == 6.0);
+  const auto b = mean.update(7.0);
+  CHECK_FALSE(b.is_spike);
+  CHECK(b.limit == Approx(44.0));
+}
+
+TEST_CASE("SpikeDampener z-score: x > mean + k sigma (sample sigma)", "[stability][spike]") {
+  sl::SpikeDampener<double, sl::detect::zscore> z({.window = 4, .sigma_factor = 2.0});
+  for (double x : {1.0, 2.0, 3.0, 4.0}) z.update(x);
+  // {1, 2, 3, 4}: mean 2.5, sample variance 5/3; limit 2.5 + 2 sqrt(5/3) = 5.0820.
+  const double sd = std::sqrt(5.0 / 3.0);
+  auto d = z.update(5.0);
+  CHECK_FALSE(d.is_spike);
+  CHECK(d.limit == Approx(2.5 + 2 * sd));
+  // {2, 3, 4, 5}: mean 3.5, same spread; limit 6.0820.
+  d = z.update(6.1);
+  CHECK(d.is_spike);
+  CHECK(d.limit == Approx(3.5 + 2 * sd));
+  CHECK(d.scale == Approx((3.5 + 2 * sd) / 6.1));
+  sl::SpikeDampener<double, sl::detect::zscore> defaults;
+  CHECK(defaults.settings().sigma_factor == 6.0);
+}
+
+TEST_CASE("SpikeDampener EMA z-score on the gradient norm (ZClip)", "[stability][spike]") {
+  sl::SpikeDampener<double, sl::detect::ema_zscore> zclip({.warmup = 2, .alpha = 0.5, .z_threshold = 1.0});
+  zclip.update(0.0, 1.0);
+  zclip.update(0.0, 3.0);  // warm-up: mu = 2, variance (population) = 1
+  // g = 2.5: limit 2 + 1 = 3, accepted; mu = 0.5*2 + 0.5*2.5 = 2.25,
+  // var = 0.5*1 + 0.5*(2.5 - 2.25)^2 = 0.53125
+  auto d = zclip.update(123.0, 2.5);  // the loss is not what this detector watches
+  CHECK_FALSE(d.is_spike);
+  CHECK(d.limit == Approx(3.0));
+  const double limit = 2.25 + std::sqrt(0.53125);
+  d = zclip.update(0.0, 4.0);
+  CHECK(d.is_spike);
+  CHECK(d.limit == Approx(limit));
+  CHECK(d.scale == Approx(limit / 4.0));  // the gradient norm is clipped to the limit
+  // ZClip updates its EMAs with the clipped norm.
+  const double mu = 0.5 * 2.25 + 0.5 * limit;
+  const double var = 0.5 * 0.53125 + 0.5 * (limit - mu) * (limit - mu);
+  d = zclip.update(0.0, 0.0);
+  CHECK(d.limit == Approx(mu + std::sqrt(var)));
+  sl::SpikeDampener<float, sl::detect::ema_zscore> defaults;
+  CHECK(defaults.settings().alpha == 0.97);
+  CHECK(defaults.settings().z_threshold == 2.5);
+}
+
+TEST_CASE("window_median and windowed_stats match brute force", "[stability][spike][window]") {
+  std::mt19937 rng(7);
+  std::normal_distribution<double> noise(0.0, 1.0);
+  for (std::size_t window : {1u, 2u, 5u, 64u}) {
+    sl::detail::window_median median(window);
+    sl::detail::windowed_stats stats(window);
+    std::deque<double> reference;
+    for (int i = 0; i < 3000; ++i) {
+      // Large offset and many ties: the naive sum-of-squares variance would lose all digits here.
+      const double x = 1e6 + (i % 7 == 0 ? 0.0 : std::round(noise(rng) * 4) / 4);
+      median.push(x);
+      stats.push(x);
+      reference.push_back(x);
+      if (reference.size() > window) reference.pop_front();
+      std::vector<double> sorted(reference.begin(), reference.end());
+      std::sort(sorted.begin(), sorted.end());
+      const std::size_t n = sorted.size();
+      const double expected_median = n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+      REQUIRE(median.median() == expected_median);
+      double mean = 0;
+      for (double v : sorted) mean += v;
+      mean /= static_cast<double>(n);
+      double m2 = 0;
+      for (double v : sorted) m2 += (v - mean) * (v - mean);
+      REQUIRE(stats.mean() == Approx(mean).epsilon(1e-12));
+      if (n > 1) REQUIRE(stats.sample_variance() == Approx(m2 / static_cast<double>(n - 1)).epsilon(1e-6).margin(1e-9));
+    }
+  }
+}
+
+TEST_CASE("SpikeDampener rejects bad parameters", "[stability][spike][errors]") {
+  CHECK_THROWS_WITH(sl::SpikeDampener<double>({.window = 0}), "SpikeDampener: window must be > 0, got 0");
+  CHECK_THROWS_WITH(sl::SpikeDampener<double>({.threshold = 1.0}), "SpikeDampener: threshold must be finite and > 1, got 1");
+  CHECK_THROWS_AS(sl::SpikeDampener<double>({.threshold = 0.5}), sl::invalid_parameter);
+  CHECK_THROWS_AS(sl::SpikeDampener<double>({.window = 4, .warmup = 5}), sl::invalid_parameter);
+  CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::zscore>({.sigma_factor = 0.0})), sl::invalid_parameter);
+  CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::ema_zscore>({.alpha = 1.0})), sl::invalid_parameter);
+  CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::median_ratio>({.window = 0})), sl::invalid_parameter);
+}

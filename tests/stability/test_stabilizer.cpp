@@ -1,0 +1,202 @@
+// The Stabilizer pipeline: composition, integration with the composed loss, presets, bad input.
+#include <catch2/catch.hpp>
+
+#include <array>
+#include <cmath>
+#include <limits>
+#include <span>
+#include <vector>
+
+#include <steadyloss/presets.hpp>
+#include <steadyloss/stability/stability.hpp>
+#include <steadyloss/steadyloss.hpp>
+
+namespace sl = steadyloss;
+
+TEMPLATE_TEST_CASE("Stabilizer runs policies in order on scalar inputs", "[stability][stabilizer]", float, double) {
+  using T = TestType;
+  sl::Stabilizer<sl::SpikeDampener<T>, sl::EmaSmoother<T>, sl::EarlyStopper<T>> guard(
+      sl::SpikeDampener<T>({.window = 4, .threshold = 2.0}), sl::EmaSmoother<T>({.factor = 0.5}),
+      sl::EarlyStopper<T>({.patience = 6, .min_delta = 0.0}));
+  // Warm-up; smoothed stays 1, which is no improvement on the best 1 (strict): wait 1, 2, 3.
+  for (int i = 0; i < 4; ++i) guard.update(T(1), T(1));
+  // Spike 3 > 2 * mean(1): dampened to scale 2/3; the smoother sees the effective loss 2:
+  // s5 = 0.5 s4 + 0.5 * 2 with s4 = 1 - 1/16 -> (0.46875 + 1) / (1 - 1/32) = 1.516129...
+  auto r = guard.update(T(3), T(1));
+  CHECK(r.step == 4);
+  CHECK(r.is_spike);
+  CHECK(r.scale == Approx(2.0 / 3.0));
+  CHECK(r.smoothed == Approx(1.46875 / (1 - 1.0 / 32)));
+  CHECK(r.wait == 4);  // the smoothed loss got worse than the best (1)
+  // A NaN step is skipped: scale 0; the smoother and stopper do not observe it.
+  r = guard.update(std::numeric_limits<T>::quiet_NaN(), T(1));
+  CHECK(r.non_finite);
+  CHECK(r.skipped);
+  CHECK(r.scale == T(0));
+  CHECK(r.wait == 4);
+  CHECK(r.smoothed == Approx(1.46875 / (1 - 1.0 / 32)));
+  CHECK_FALSE(r.should_stop);
+  r = guard.update(T(1.5), T(1));  // smoothed (0.734375 + 0.75) / (1 - 1/64) = 1.508: wait 5
+  CHECK(r.smoothed == Approx(1.484375 / (1 - 1.0 / 64)));
+  CHECK_FALSE(r.should_stop);
+  r = guard.update(T(1.5), T(1));  // wait 6: stop
+  CHECK(r.should_stop);
+  CHECK(r.reason == sl::stop_reason::patience);
+  CHECK(r.best_step == 0);
+}
+
+TEST_CASE("Stabilizer drives the composed loss's multipliers", "[stability][stabilizer][compose]") {
+  auto loss = sl::presets::stable_loss<float>();
+  auto guard = sl::presets::stable_stabilizer<float>();
+  const std::vector<float> mel_pred{0.5f, 1.5f, -0.25f, 2.0f}, mel_target{0.0f, 1.0f, 0.0f, 0.0f};
+  const std::vector<float> stop_logits{-2.0f, 0.5f, 3.0f, -1.0f}, stop_target{0.0f, 0.0f, 1.0f, 0.0f};
+  std::vector<float> d_mel(4), d_stop(4);
+  std::array<float, 2> previous{1.0f, 1.0f};
+  for (int step = 0; step < 60; ++step) {
+    const auto result = loss.evaluate(sl::inputs(mel_pred, mel_target), sl::inputs(stop_logits, stop_target),
+                                      sl::grads(d_mel, d_stop));
+    const auto bases = loss.base_weights();
+    for (int i = 0; i < 2; ++i) CHECK(result.weights[i] == Approx(bases[i] * previous[i]));
+    const auto report = guard.update(result, 1.0f);
+    CHECK(report.loss == Approx(result.total));
+    for (int i = 0; i < 2; ++i) {
+      CHECK(report.weights[i] >= 0.7f);
+      CHECK(report.weights[i] <= 1.3f);
+      CHECK(std::abs(report.weights[i] - previous[i]) <= 0.0101f);
+    }
+    sl::apply_weights(loss, report);
+    CHECK(loss.multipliers() == report.weights);
+    previous = report.weights;
+  }
+  // The mel term (weight 35) dominates the total, so it is turned down and the stop term up.
+  CHECK(previous[0] < 1.0f);
+  CHECK(previous[1] > 1.0f);
+}
+
+TEST_CASE("Stabilizer takes per-term values without the composed loss", "[stability][stabilizer]") {
+  sl::Stabilizer<sl::AdaptiveWeight<2, double>> guard(sl::AdaptiveWeight<2, double>({.warmup = 1}));
+  const std::array<double, 2> values{3.0, 1.0};
+  sl::step_report<double, 2> r;
+  for (int i = 0; i < 3; ++i) r = guard.update(4.0, values, 1.0);
+  // Same rule as the standalone policy: shares (1.5, 0.5), two moves of 0.01.
+  CHECK(r.weights[0] == Approx(0.98));
+  CHECK(r.weights[1] == Approx(1.02));
+  const std::array<double, 3> three{1.0, 1.0, 1.0};
+  CHECK_THROWS_AS(guard.update(3.0, three, 1.0), sl::shape_mismatch);
+  CHECK_THROWS_WITH(guard.update(3.0, three, 1.0), "Stabilizer::update: per_term_values must have 2 entries, got 3");
+}
+
+TEST_CASE("Stabilizer: absent policies cost nothing and report neutral values", "[stability][stabilizer]") {
+  static_assert(sizeof(sl::Stabilizer<sl::EmaSmoother<double>>) ==
+                sizeof(sl::EmaSmoother<double>) + sizeof(long long));
+  sl::Stabilizer<> empty;
+  const auto r = empty.update(2.5f, 1.0f);
+  CHECK(r.scale == 1.0f);
+  CHECK(r.smoothed == 2.5f);
+  CHECK_FALSE(r.should_stop);
+  CHECK(r.stability_score == 1.0f);
+  // The smoothed monitor, with its dependency listed first, compiles and watches the EMA.
+  sl::Stabilizer<sl::EmaSmoother<double>, sl::EarlyStopper<double, sl::monitor::smoothed>> smoothed(
+      sl::EmaSmoother<double>({.factor = 0.5}), sl::EarlyStopper<double, sl::monitor::smoothed>({.patience = 1}));
+  smoothed.update(4.0, 1.0);                    // smoothed 4, best 4
+  CHECK(smoothed.update(2.0, 1.0).improved);    // smoothed (1 + 1) / 0.75 = 2.67 < 4
+  // The raw monitor sees 3 > 2 and stops; the smoothed one (s = 2.5 / 0.875 = 2.857) too:
+  CHECK(smoothed.update(3.0, 1.0).should_stop);
+}
+
+TEST_CASE("Presets hold DESIGN.md's table", "[stability][presets]") {
+  using sl::presets::baseline;
+  using sl::presets::stable;
+  CHECK_FALSE(baseline.huber_mel);
+  CHECK(baseline.mel_weight == 45.0);
+  CHECK(baseline.stop_pos_weight == 1.0);
+  CHECK_FALSE(baseline.adaptive_weights);
+  CHECK(baseline.smoothing == 0.0);
+  CHECK(baseline.spike_window == 0);
+  CHECK(baseline.patience == 20);
+  CHECK(stable.huber_mel);
+  CHECK(stable.huber_delta == 1.0);
+  CHECK(stable.mel_weight == 35.0);
+  CHECK(stable.stop_pos_weight == 5.0);
+  CHECK(stable.label_smoothing == 0.05);
+  CHECK(stable.adaptive_weights);
+  CHECK(stable.weight_lo == 0.7);
+  CHECK(stable.weight_hi == 1.3);
+  CHECK(stable.smoothing == 0.1);
+  CHECK(stable.spike_window == 10);
+  CHECK(stable.spike_threshold == 2.0);
+  CHECK(stable.patience == 25);
+  CHECK(stable.min_delta == 0.0005);
+
+  auto guard = sl::presets::stable_stabilizer<double>();
+  CHECK(guard.get<sl::EmaSmoother<double>>().settings().factor == 0.1);
+  CHECK(guard.get<sl::SpikeDampener<double>>().settings().window == 10);
+  CHECK(guard.get<sl::EarlyStopper<double>>().settings().patience == 25);
+  auto base = sl::presets::baseline_stabilizer<double>();
+  CHECK(base.get<sl::EarlyStopper<double>>().settings().patience == 20);
+  const auto r = base.update(5.0, 1.0);
+  CHECK(r.smoothed == 5.0);  // smoothing 0: off
+  auto loss = sl::presets::stable_loss<double>();
+  CHECK(loss.base_weights() == std::array<double, 2>{35.0, 1.0});
+  CHECK(loss.term<0>().delta == 1.0);
+  CHECK(loss.term<1>().eps == 0.05);
+  CHECK(loss.term<1>().inner.pos_weight == 5.0);
+  CHECK(sl::presets::baseline_loss<double>().base_weights() == std::array<double, 2>{45.0, 1.0});
+}
+
+TEST_CASE("Stabilizer without a SpikeDampener passes a NaN on to the EarlyStopper", "[stability][stabilizer]") {
+  sl::Stabilizer<sl::EmaSmoother<double>, sl::EarlyStopper<double>> guard;
+  guard.update(1.0, 1.0);
+  const auto r = guard.update(std::nan(""), 1.0);
+  CHECK(r.non_finite);
+  CHECK_FALSE(r.skipped);  // skipping is SpikeDampener's rule; without one the stopper decides
+  CHECK(std::isnan(r.smoothed));
+  CHECK(r.should_stop);
+  CHECK(r.reason == sl::stop_reason::non_finite);
+  CHECK(guard.get<sl::EmaSmoother<double>>().steps() == 1);  // the NaN did not enter the EMA
+}
+
+namespace {
+// Stand-ins for an all-reduce in one process: `twin` is a second rank with identical inputs;
+// `peer_non_finite` is a second rank whose step was non-finite (flag 1, contributions 0).
+struct twin_reducer {
+  void sum(std::span<double> values) {
+    for (double& v : values) v *= 2;
+  }
+  int size() const { return 2; }
+};
+struct peer_non_finite_reducer {
+  void sum(std::span<double> values) {
+    values[0] += 1;  // the non-finite flag
+    for (std::size_t i = 3; i < values.size(); i += 2) values[i] *= 2;  // the peer's counts
+  }
+  int size() const { return 2; }
+};
+}  // namespace
+
+TEST_CASE("Stabilizer globalizes its inputs through the Reducer", "[stability][stabilizer][distributed]") {
+  static_assert(sl::Reducer<twin_reducer>);
+  sl::composed_result<double, 2> r;
+  r.values = {0.5, 0.25};
+  r.weights = {2.0, 4.0};
+  r.denominators = {10.0, 6.0};
+  r.total = 2.0;
+  // A twin rank: the count-weighted means equal the local values, so the reports match the
+  // single-process pipeline's.
+  auto twin = sl::with_reducer(twin_reducer{}, sl::EmaSmoother<double>{}, sl::AdaptiveWeight<2, double>{});
+  sl::Stabilizer<sl::EmaSmoother<double>, sl::AdaptiveWeight<2, double>> local;
+  for (int i = 0; i < 20; ++i) {
+    const auto a = twin.update(r, 3.0);
+    const auto b = local.update(r, 3.0);
+    CHECK(a.loss == Approx(b.loss));
+    CHECK(a.grad_norm == Approx(3.0));
+    CHECK(a.smoothed == Approx(b.smoothed));
+    CHECK(a.weights[0] == Approx(b.weights[0]));
+  }
+  // A peer's NaN makes this rank's step non-finite too, so both skip it.
+  auto guarded = sl::with_reducer(peer_non_finite_reducer{}, sl::SpikeDampener<double>{});
+  const auto skipped = guarded.update(r, 3.0);
+  CHECK(skipped.non_finite);
+  CHECK(skipped.skipped);
+  CHECK(skipped.scale == 0.0);
+}

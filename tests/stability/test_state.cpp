@@ -1,0 +1,210 @@
+// Resume: a restored pipeline makes bit-identical decisions; bad states are rejected whole.
+#include <catch2/catch.hpp>
+
+#include <bit>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <steadyloss/presets.hpp>
+#include <steadyloss/stability/stability.hpp>
+
+namespace sl = steadyloss;
+
+namespace {
+
+template <class T>
+bool same_bits(T a, T b) {
+  if constexpr (std::is_same_v<T, float>) return std::bit_cast<std::uint32_t>(a) == std::bit_cast<std::uint32_t>(b);
+  else if constexpr (std::is_same_v<T, double>) return std::bit_cast<std::uint64_t>(a) == std::bit_cast<std::uint64_t>(b);
+  else return a == b;
+}
+
+template <class T, std::size_t N>
+bool same_report(const sl::step_report<T, N>& a, const sl::step_report<T, N>& b) {
+  bool same = a.step == b.step && same_bits(a.loss, b.loss) && same_bits(a.grad_norm, b.grad_norm) &&
+              same_bits(a.scale, b.scale) && a.non_finite == b.non_finite && a.is_spike == b.is_spike &&
+              a.skipped == b.skipped && same_bits(a.smoothed, b.smoothed) && a.should_stop == b.should_stop &&
+              a.improved == b.improved && same_bits(a.best, b.best) && a.best_step == b.best_step &&
+              a.wait == b.wait && a.reason == b.reason && same_bits(a.stability_score, b.stability_score) &&
+              same_bits(a.loss_variance, b.loss_variance) && same_bits(a.grad_norm_ema, b.grad_norm_ema) &&
+              a.grad_explosion == b.grad_explosion && same_bits(a.progress, b.progress);
+  for (std::size_t i = 0; i < N; ++i) same = same && same_bits(a.weights[i], b.weights[i]);
+  return same;
+}
+
+// A deterministic noisy, slowly decreasing two-term loss with spikes every 37 steps and a NaN
+// every 101 steps (a cheap LCG, so the sequence is the same on every platform).
+template <class T>
+struct loss_stream {
+  std::uint64_t state = 12345;
+  int step = 0;
+  double uniform() {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<double>(state >> 11) * 0x1.0p-53;
+  }
+  sl::composed_result<T, 2> next(T& grad_norm) {
+    sl::composed_result<T, 2> r;
+    const double level = 1.0 + 3.0 / (1.0 + 0.01 * step);
+    r.values = {static_cast<T>(level * (0.9 + 0.2 * uniform())), static_cast<T>(0.3 * (0.9 + 0.2 * uniform()))};
+    if (step % 37 == 36) r.values[0] *= T(8);
+    if (step % 101 == 100) r.values[1] = std::numeric_limits<T>::quiet_NaN();
+    r.weights = {T(35), T(1)};
+    r.denominators = {100.0, 100.0};
+    r.total = r.weights[0] * r.values[0] + r.weights[1] * r.values[1];
+    grad_norm = static_cast<T>(1.0 + uniform() + (step % 53 == 52 ? 50.0 : 0.0));
+    ++step;
+    return r;
+  }
+};
+
+template <class Make>
+void check_resume(Make make, long long steps, std::vector<long long> checkpoints) {
+  using Pipeline = decltype(make());
+  using T = typename Pipeline::value_type;
+  auto reference = make();
+  std::vector<typename Pipeline::report_type> expected;
+  loss_stream<T> stream;
+  for (long long i = 0; i < steps; ++i) {
+    T g{};
+    const auto r = stream.next(g);
+    expected.push_back(reference.update(r, g));
+  }
+  for (long long k : checkpoints) {
+    auto first = make();
+    loss_stream<T> inputs;
+    for (long long i = 0; i < k; ++i) {
+      T g{};
+      const auto r = inputs.next(g);
+      first.update(r, g);
+    }
+    const std::string saved = first.save();
+    auto resumed = make();  // a fresh process: nothing but the text survives
+    resumed.restore(saved);
+    CHECK(resumed.save() == saved);
+    long long mismatches = 0;
+    for (long long i = k; i < steps; ++i) {
+      T g{};
+      const auto r = inputs.next(g);
+      if (!same_report(resumed.update(r, g), expected[static_cast<std::size_t>(i)])) ++mismatches;
+    }
+    INFO("checkpoint at step " << k);
+    CHECK(mismatches == 0);
+  }
+}
+
+template <class T, class Detector>
+auto make_pipeline() {
+  return sl::Stabilizer<sl::SpikeDampener<T, Detector>, sl::EmaSmoother<T>, sl::AdaptiveWeight<2, T>,
+                        sl::EarlyStopper<T>, sl::StabilityMetrics<T>>(
+      sl::SpikeDampener<T, Detector>({.window = 16, .threshold = 2.0, .sigma_factor = 4.0}), sl::EmaSmoother<T>{},
+      sl::AdaptiveWeight<2, T>{}, sl::EarlyStopper<T>({.patience = 400, .min_delta = 0.0}),
+      sl::StabilityMetrics<T>({.window = 16}));
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("A restored stable pipeline repeats every later report bit for bit", "[stability][state]", float,
+                   double) {
+  check_resume([] { return sl::presets::stable_stabilizer<TestType>(); }, 1000, {0, 1, 7, 123, 500, 999});
+  check_resume([] { return make_pipeline<TestType, sl::detect::mean_ratio>(); }, 1000, {5, 640});
+  check_resume([] { return make_pipeline<TestType, sl::detect::median_ratio>(); }, 1000, {5, 640});
+  check_resume([] { return make_pipeline<TestType, sl::detect::zscore>(); }, 1000, {5, 640});
+  check_resume([] { return make_pipeline<TestType, sl::detect::ema_zscore>(); }, 1000, {5, 640});
+}
+
+TEST_CASE("The run being resumed exercises spikes, NaNs and skips", "[stability][state]") {
+  auto guard = sl::presets::stable_stabilizer<double>();
+  loss_stream<double> stream;
+  int spikes = 0, non_finite = 0;
+  for (int i = 0; i < 1000; ++i) {
+    double g = 0;
+    const auto r = guard.update(stream.next(g), g);
+    spikes += r.is_spike;
+    non_finite += r.non_finite;
+  }
+  CHECK(spikes >= 20);
+  CHECK(non_finite == 9);
+}
+
+TEST_CASE("Corrupted, truncated, wrong-version or mismatched states are rejected whole", "[stability][state]") {
+  auto guard = sl::presets::stable_stabilizer<double>();
+  loss_stream<double> stream;
+  for (int i = 0; i < 50; ++i) {
+    double g = 0;
+    guard.update(stream.next(g), g);
+  }
+  const std::string good = guard.save();
+  auto target = sl::presets::stable_stabilizer<double>();
+  target.update(2.0, std::vector<double>{1.0, 1.0}, 1.0);
+  const std::string before = target.save();
+
+  auto rejects = [&](const std::string& text, const std::string& fragment) {
+    try {
+      target.restore(text);
+      FAIL("accepted a bad state: " << fragment);
+    } catch (const sl::invalid_input& e) {
+      CHECK_THAT(e.what(), Catch::Matchers::Contains(fragment));
+    }
+    CHECK(target.save() == before);  // never half-loaded
+  };
+  std::string flipped = good;
+  char& digit = flipped[flipped.find("wait ") + 5];
+  digit = digit == '9' ? '8' : '9';
+  rejects(flipped, "checksum mismatch");
+  rejects(good.substr(0, good.size() / 2), "checksum");
+  rejects(good.substr(0, good.size() - 3), "checksum");
+  rejects("", "no checksum line");
+
+  // A well-formed state of another version (checksum recomputed so only the version is wrong).
+  auto reseal = [](std::string body) {
+    body = body.substr(0, body.rfind("checksum "));
+    char hex[17];
+    const auto r = std::to_chars(hex, hex + 16, sl::detail::fnv1a(body), 16);
+    body.append("checksum ");
+    body.append(hex, r.ptr);
+    body.push_back('\n');
+    return body;
+  };
+  std::string v2 = good;
+  v2.replace(0, 18, "steadyloss-state 2");
+  rejects(reseal(v2), "unsupported version '2'");
+  std::string bad_number = good;
+  const auto at = bad_number.find("sum 0x");
+  bad_number.replace(at + 4, 2, "zz");
+  rejects(reseal(bad_number), "not a hexadecimal double");
+  std::string bad_key = good;
+  bad_key.replace(bad_key.find("best_step"), 9, "bestxstep");
+  rejects(reseal(bad_key), "expected key 'best_step'");
+
+  // A state saved by a differently configured pipeline.
+  auto other = sl::presets::stable_stabilizer<double>();
+  other.get<sl::SpikeDampener<double>>() = sl::SpikeDampener<double>({.window = 20});
+  try {
+    other.restore(good);
+    FAIL("accepted a state of another configuration");
+  } catch (const sl::invalid_input& e) {
+    CHECK_THAT(e.what(), Catch::Matchers::Contains("detector_window"));
+  }
+  // And the good state loads.
+  target.restore(good);
+  CHECK(target.save() == good);
+}
+
+TEST_CASE("Single policies save and restore too", "[stability][state]") {
+  sl::EarlyStopper<float> stopper({.patience = 3});
+  for (float x : {3.0f, 2.0f, 2.5f}) stopper.update(x);
+  const std::string text = sl::save_state(stopper);
+  sl::EarlyStopper<float> fresh({.patience = 3});
+  sl::restore_state(fresh, text);
+  CHECK(fresh.wait() == 1);
+  CHECK(fresh.best() == 2.0f);
+  CHECK(fresh.best_step() == 1);
+  CHECK(fresh.update(2.4f).wait == 2);
+  sl::EarlyStopper<float> wrong({.patience = 4});
+  CHECK_THROWS_AS(sl::restore_state(wrong, text), sl::invalid_input);
+  CHECK(wrong.wait() == 0);
+}

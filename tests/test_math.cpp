@@ -36,7 +36,7 @@ TEMPLATE_TEST_CASE("exp_nonpositive flushes below the normal range and propagate
   CHECK(sd::exp_nonpositive(-std::numeric_limits<T>::denorm_min()) == T(1));
 }
 
-TEMPLATE_TEST_CASE("log1p_unit matches log1p on [0, 1], tiny arguments included", "[math]", float,
+TEMPLATE_TEST_CASE("log1p_unit matches log1p on 0..1, tiny arguments included", "[math]", float,
                    double) {
   using T = TestType;
   const T eps = std::numeric_limits<T>::epsilon();

@@ -106,7 +106,7 @@ TEMPLATE_TEST_CASE("a frame mask and per-sequence lengths give the weighted mean
   }
 }
 
-TEMPLATE_TEST_CASE("per-element weights weight each element; padding may hold NaN", "[reduction]",
+TEMPLATE_TEST_CASE("per-element weights weight each element and padding may hold NaN", "[reduction]",
                    float, double) {
   using T = TestType;
   const std::size_t n = 300;

@@ -178,7 +178,7 @@ TEMPLATE_TEST_CASE("Out-of-range parameters are rejected with the parameter and 
   CHECK_NOTHROW(sl::value(sl::LabelSmoothing{sl::BalancedBCE<T>{}, T(0)}, in));
 }
 
-TEMPLATE_TEST_CASE("BCE targets outside [0, 1] are rejected, naming the first one", "[terms][errors]",
+TEMPLATE_TEST_CASE("BCE targets outside 0..1 are rejected, naming the first one", "[terms][errors]",
                    float, double) {
   using T = TestType;
   std::vector<T> logits(100, T(0.5)), targets(100, T(1)), grad(100);

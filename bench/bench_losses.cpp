@@ -5,6 +5,7 @@
 //   tts_composed      35 * masked Huber on mel [16, 400, 80] + masked BCE on stop logits [16, 400]
 //   roof/copy         g[i] = a[i] + b[i]: the memory limit a read-two-write-one pass is held against
 //   sum/{blocked,naive,kahan}  the cost of accurate float accumulation (value-only MSE, sum)
+// steadyloss_mt is sl::parallel_executor with one thread per core (serial below 64K per thread).
 // The torch implementations live in bench_losses_torch.cpp (g++ only: LibTorch 1.13's headers do
 // not compile with clang 14 in C++20 mode) and are linked in when LibTorch is found.
 #if __has_include(<xsimd/xsimd.hpp>)
@@ -19,6 +20,7 @@
 #include <xtensor/xmath.hpp>
 #include <xtensor/xoperation.hpp>
 
+#include <steadyloss/parallel.hpp>
 #include <steadyloss/steadyloss.hpp>
 
 #include "common.hpp"
@@ -91,10 +93,24 @@ float huber_xtensor(bench::elementwise_data& d, std::size_t n) {
   return value * scale;
 }
 
+const sl::parallel_executor& pool() {
+  static const sl::parallel_executor executor;  // one thread per core, started once
+  return executor;
+}
+
+float huber_steadyloss_mt(bench::elementwise_data& d, std::size_t) {
+  return pool().evaluate(sl::Huber<float>{.delta = delta}, sl::inputs(d.pred, d.target), d.grad).value;
+}
+
 // --- BalancedBCE with label smoothing --------------------------------------------------------------
 float bce_steadyloss(bench::elementwise_data& d, std::size_t) {
   const sl::LabelSmoothing term{sl::BalancedBCE<float>{.pos_weight = pos_weight}, eps};
   return sl::evaluate(term, sl::inputs(d.pred, d.target), d.grad).value;
+}
+
+float bce_steadyloss_mt(bench::elementwise_data& d, std::size_t) {
+  const sl::LabelSmoothing term{sl::BalancedBCE<float>{.pos_weight = pos_weight}, eps};
+  return pool().evaluate(term, sl::inputs(d.pred, d.target), d.grad).value;
 }
 
 float bce_loop(bench::elementwise_data& d, std::size_t n) {
@@ -180,10 +196,12 @@ void tts_composed_steadyloss(benchmark::State& state) {
 
 int main(int argc, char** argv) {
   bench::register_sizes("huber_value_grad", "steadyloss", value_grad_case<false>(huber_steadyloss));
+  bench::register_sizes("huber_value_grad", "steadyloss_mt", value_grad_case<false>(huber_steadyloss_mt));
   bench::register_sizes("huber_value_grad", "loop", value_grad_case<false>(huber_loop));
   bench::register_sizes("huber_value_grad", "eigen", value_grad_case<false>(huber_eigen));
   bench::register_sizes("huber_value_grad", "xtensor", value_grad_case<false>(huber_xtensor));
   bench::register_sizes("bce_value_grad", "steadyloss", value_grad_case<true>(bce_steadyloss));
+  bench::register_sizes("bce_value_grad", "steadyloss_mt", value_grad_case<true>(bce_steadyloss_mt));
   bench::register_sizes("bce_value_grad", "loop", value_grad_case<true>(bce_loop));
   bench::register_sizes("bce_value_grad", "eigen", value_grad_case<true>(bce_eigen));
   bench::register_sizes("bce_value_grad", "xtensor", value_grad_case<true>(bce_xtensor));

@@ -95,13 +95,15 @@ template <class Term, class T, class IsKept>
                       +Term::target_min, ", ", +Term::target_max, "]");
 }
 
-/// The one place every executor entry goes through. grad may be null (value only).
-/// `scale` multiplies the gradient (a composed loss passes its term weight).
-template <class Term, class Weighting>
+/// The one place every evaluation goes through. grad may be null (value only).
+/// `scale` multiplies the gradient (a composed loss passes its term weight). The executor runs the
+/// fused passes over each contiguous stretch (serial_executor, or sl::parallel_executor).
+template <class Term, class Weighting, class Executor = serial_executor>
 term_result<typename Term::value_type> run_term(const Term& term,
                                                 const term_inputs<typename Term::value_type, Weighting>& in,
                                                 mutable_tensor_view<typename Term::value_type> grad,
-                                                Reduction reduction, typename Term::value_type scale) {
+                                                Reduction reduction, typename Term::value_type scale,
+                                                const Executor& executor = Executor{}) {
   using T = typename Term::value_type;
   validate(term);
   const std::size_t n = in.pred.size;
@@ -121,11 +123,11 @@ term_result<typename Term::value_type> run_term(const Term& term,
     constexpr const T* no_weight = nullptr;
     if constexpr (weighted_elements) {
       if (weight != nullptr)
-        return write_grad ? fused_pass<true, true>(term, pred, target, weight, g, count, grad_scale)
-                          : fused_pass<false, true>(term, pred, target, weight, g, count, grad_scale);
+        return write_grad ? executor.template run<true, true>(term, pred, target, weight, g, count, grad_scale)
+                          : executor.template run<false, true>(term, pred, target, weight, g, count, grad_scale);
     }
-    return write_grad ? fused_pass<true, false>(term, pred, target, no_weight, g, count, grad_scale)
-                      : fused_pass<false, false>(term, pred, target, no_weight, g, count, grad_scale);
+    return write_grad ? executor.template run<true, false>(term, pred, target, no_weight, g, count, grad_scale)
+                      : executor.template run<false, false>(term, pred, target, no_weight, g, count, grad_scale);
   };
   T* const g = grad.data;
   pass_sum total;

@@ -103,6 +103,16 @@ pass_sum fused_pass(const Term& term, const T* pred, const T* target, const T* w
   return total;
 }
 
+/// Runs each fused pass on the calling thread. An executor is anything with this `run` member;
+/// run_term hands it every contiguous stretch of elements (sl::parallel_executor splits large ones).
+struct serial_executor {
+  template <bool WriteGrad, bool Weighted, class Term, class T>
+  pass_sum run(const Term& term, const T* pred, const T* target, const T* weight, T* grad,
+               std::size_t n, T grad_scale) const {
+    return fused_pass<WriteGrad, Weighted>(term, pred, target, weight, grad, n, grad_scale);
+  }
+};
+
 template <class T>
 void fill_zero(T* data, std::size_t n) {
   if (n != 0) std::memset(data, 0, n * sizeof(T));  // all-zero bits is +0.0 for IEEE float/double

@@ -95,6 +95,12 @@ class composed_loss {
   /// evaluate(inputs_0, ..., inputs_{N-1}): values only.
   template <class... Args>
   composed_result<value_type, size> evaluate(const Args&... args) const {
+    return evaluate_on(detail::serial_executor{}, args...);
+  }
+
+  /// The same, with the fused passes run by `executor` (e.g. a sl::parallel_executor).
+  template <class Executor, class... Args>
+  composed_result<value_type, size> evaluate_on(const Executor& executor, const Args&... args) const {
     constexpr bool with_grads = sizeof...(Args) == size + 1;
     static_assert(sizeof...(Args) == size || with_grads,
                   "steadyloss::composed_loss::evaluate: pass one sl::inputs(...) per term, in term "
@@ -109,10 +115,10 @@ class composed_loss {
                       "steadyloss::composed_loss::evaluate: sl::grads(...) needs one gradient per term");
         const auto& outputs = std::get<size>(arguments).views;
         check_distinct(outputs);
-        return run(arguments, [&](auto index) { return outputs[index]; });
+        return run(executor, arguments, [&](auto index) { return outputs[index]; });
       }
     } else {
-      return run(arguments, [](auto) { return mutable_tensor_view<value_type>{}; });
+      return run(executor, arguments, [](auto) { return mutable_tensor_view<value_type>{}; });
     }
   }
 
@@ -142,8 +148,9 @@ class composed_loss {
   const auto& term() const { return std::get<I>(terms_).term; }
 
  private:
-  template <class Arguments, class GradFor>
-  composed_result<value_type, size> run(const Arguments& arguments, GradFor grad_for) const {
+  template <class Executor, class Arguments, class GradFor>
+  composed_result<value_type, size> run(const Executor& executor, const Arguments& arguments,
+                                        GradFor grad_for) const {
     composed_result<value_type, size> result;
     result.weights = weights();
     double total = 0;
@@ -160,7 +167,7 @@ class composed_loss {
                        "the terms' (float terms need float tensors)");
          const term_result<value_type> r =
              detail::run_term(entry.term, in, grad_for(std::integral_constant<std::size_t, I>{}),
-                              entry.reduction, result.weights[I]);
+                              entry.reduction, result.weights[I], executor);
          result.values[I] = r.value;
          result.denominators[I] = r.denominator;
          total += static_cast<double>(result.weights[I]) * static_cast<double>(r.value);

@@ -32,7 +32,7 @@ concept Tensor = requires(const std::remove_cvref_t<T>& tensor) {
 };
 
 template <class T>
-concept MutableTensor = Tensor<T> && requires(std::remove_cvref_t<T>& tensor) {
+concept MutableTensor = Tensor<T> && requires(std::remove_reference_t<T>& tensor) {  // const T: no
   { tensor_traits<std::remove_cvref_t<T>>::mutable_data(tensor) } -> std::same_as<tensor_value_t<T>*>;
 };
 

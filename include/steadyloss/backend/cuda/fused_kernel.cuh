@@ -1,0 +1,290 @@
+#pragma once
+// The CUDA executor: any steadyloss term (the same structs as on the CPU; their value/grad are
+// host+device) in one fused kernel that reads pred and target, writes the scaled gradient and
+// reduces the loss. Needs nvcc (CUDA 12+, C++20); depends on the CUDA runtime only, not LibTorch
+// (steadyloss/backend/torch.hpp calls it for CUDA tensors).
+//
+//   double* slot = ...;  // device memory, workspace_doubles doubles per term evaluation
+//   sl::cuda::launch_term(sl::Huber<float>{}, pred, target, grad, n, sl::cuda::term_weighting{},
+//                         sl::Reduction::mean, /*scale=*/1.0f, slot, stream);
+//   double host[sl::cuda::workspace_doubles];
+//   sl::cuda::copy_to_host(host, slot, sl::cuda::workspace_doubles, stream);   // synchronizes
+//   auto report = sl::cuda::read_report(host);
+//   sl::cuda::check_report(report, weighting, "Huber");  // throws steadyloss::invalid_input
+//
+// Storage types: float, double, and __half / __nv_bfloat16 for float terms (loaded into float,
+// computed and accumulated in float, gradient rounded back to the storage type).
+//
+// Determinism: the same bits on every run, on every GPU. The grid size depends on n only
+// (min(ceil(n / block_size), max_blocks)), so each thread always sees the same elements in the
+// same order; each thread accumulates in the term's value_type (float or double), then warps
+// (shuffles) and blocks (shared memory) reduce in double in a fixed tree; each block writes its
+// partial to the workspace, and a one-block kernel reduces the partials in a fixed order. No
+// atomics anywhere.
+//
+// Validation mirrors the core: sizes and lengths on the host before launching (they are known
+// there); mask weights and targets (BCE's [0, 1]) are counted on the device and reported after
+// the copy back (check_report throws; the gradient written meanwhile must then be discarded).
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+#include "../../core/config.hpp"
+#include "../../core/errors.hpp"
+#include "../../core/evaluate.hpp"
+#include "../../core/inputs.hpp"
+#include "../../core/reduction.hpp"
+#include "../../core/term.hpp"
+#include "../../detail/cpu_pass.hpp"
+
+namespace steadyloss::cuda {
+
+inline constexpr int block_size = 256;   ///< threads per block (8 warps)
+inline constexpr int max_blocks = 1024;  ///< the grid never exceeds this (fixed-size partial buffer)
+inline constexpr int warp_size = 32;
+
+/// Layout of one term's device slot (doubles): the report, then the per-block partials.
+inline constexpr std::size_t report_doubles = 8;
+inline constexpr std::size_t workspace_doubles = report_doubles + 2 * static_cast<std::size_t>(max_blocks);
+
+enum class weighting_kind { none, mask, lengths };
+
+/// How elements are weighted (see core/inputs.hpp): none; a float mask per element or per frame
+/// (device memory); or per-sequence lengths over [batch, max_frames, ...] (host copy for
+/// validation and the denominator, device copy for the kernel).
+struct term_weighting {
+  weighting_kind kind = weighting_kind::none;
+  const float* mask = nullptr;  // device
+  std::size_t mask_size = 0;
+  const std::int64_t* lengths_host = nullptr;
+  const std::int64_t* lengths_device = nullptr;
+  std::size_t batch = 0;
+  std::size_t max_frames = 0;
+};
+
+/// What one evaluation left in its slot, read back on the host.
+struct term_report {
+  double value = 0;        ///< reduced value (sum(w l) / denominator)
+  double denominator = 1;  ///< as the core's term_result::denominator
+  double outside = 0;      ///< kept targets outside the term's domain
+  double bad_weights = 0;  ///< mask weights negative or not finite
+  double weight_sum = 0;   ///< sum of the mask weights (mask only)
+};
+
+namespace detail {
+
+template <class T, class S>
+__device__ inline T load(S x) {
+  if constexpr (std::is_same_v<S, __half>) return static_cast<T>(__half2float(x));
+  else if constexpr (std::is_same_v<S, __nv_bfloat16>) return static_cast<T>(__bfloat162float(x));
+  else return static_cast<T>(x);
+}
+
+template <class S, class T>
+__device__ inline S store(T x) {
+  if constexpr (std::is_same_v<S, __half>) return __float2half_rn(static_cast<float>(x));
+  else if constexpr (std::is_same_v<S, __nv_bfloat16>) return __float2bfloat16_rn(static_cast<float>(x));
+  else return static_cast<S>(x);
+}
+
+/// Weighting in kernel form: the weight of element i (0 drops it).
+struct device_weighting {
+  weighting_kind kind = weighting_kind::none;
+  const float* mask = nullptr;
+  std::size_t frame_size = 1;  // elements per mask entry, or per frame for lengths
+  const std::int64_t* lengths = nullptr;
+  std::size_t sequence_size = 0;  // max_frames * frame_size
+
+  __device__ float weight(std::size_t i) const {
+    switch (kind) {
+      case weighting_kind::mask: return mask[i / frame_size];
+      case weighting_kind::lengths: {
+        const std::size_t sequence = i / sequence_size;
+        const std::size_t position = i - sequence * sequence_size;
+        return position < static_cast<std::size_t>(lengths[sequence]) * frame_size ? 1.0f : 0.0f;
+      }
+      default: return 1.0f;
+    }
+  }
+};
+
+/// Sums v over the block in a fixed tree (shuffles within warps, then warp 0 over the warps'
+/// sums); the result is valid in thread 0. Deterministic: the tree does not depend on timing.
+__device__ inline double block_sum(double v, double* shared) {
+  for (int offset = warp_size / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  const int lane = static_cast<int>(threadIdx.x) % warp_size, warp = static_cast<int>(threadIdx.x) / warp_size;
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  constexpr int warps = block_size / warp_size;
+  if (warp == 0) {
+    v = lane < warps ? shared[lane] : 0.0;
+    for (int offset = warp_size / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+  }
+  __syncthreads();  // shared is reused by the next call
+  return v;
+}
+
+/// The fused pass: each block writes its partial sums of w*l and of out-of-domain targets.
+template <class Term, class S>
+__global__ void __launch_bounds__(block_size)
+    fused_partials_kernel(Term term, const S* __restrict__ pred, const S* __restrict__ target, S* __restrict__ grad,
+                          std::size_t n, device_weighting weighting, double host_denominator,
+                          const double* __restrict__ device_denominator, double scale, double* __restrict__ slot) {
+  using T = typename Term::value_type;
+  __shared__ double shared[block_size / warp_size];
+  const double denominator = device_denominator != nullptr ? *device_denominator : host_denominator;
+  const T grad_scale = static_cast<T>(scale / denominator);
+  T value_acc = T(0);
+  T outside_acc = T(0);
+  const std::size_t stride = static_cast<std::size_t>(gridDim.x) * block_size;
+  for (std::size_t i = static_cast<std::size_t>(blockIdx.x) * block_size + threadIdx.x; i < n; i += stride) {
+    const T p = load<T>(pred[i]);
+    const T y = load<T>(target[i]);
+    const T w = static_cast<T>(weighting.weight(i));
+    const bool kept = w != T(0);  // a dropped element may hold NaN padding: select, never multiply
+    const value_grad<T> vg = steadyloss::detail::value_and_grad(term, p, y);
+    if (kept) {
+      value_acc += w * vg.value;
+      if constexpr (steadyloss::detail::checks_target_domain<Term>)
+        outside_acc += steadyloss::detail::target_in_domain<Term>(y) ? T(0) : T(1);
+    }
+    if (grad != nullptr) grad[i] = store<S>(kept ? vg.grad * (w * grad_scale) : T(0));
+  }
+  const double block_value = block_sum(static_cast<double>(value_acc), shared);
+  const double block_outside = block_sum(static_cast<double>(outside_acc), shared);
+  if (threadIdx.x == 0) {
+    slot[report_doubles + blockIdx.x] = block_value;
+    slot[report_doubles + max_blocks + blockIdx.x] = block_outside;
+  }
+}
+
+/// One block: the mask's weight sum, its bad weights, and the denominator (for mean).
+__global__ void __launch_bounds__(block_size)
+    mask_sum_kernel(const float* __restrict__ mask, std::size_t mask_size, double elements_per_weight, bool mean,
+                    double* __restrict__ slot) {
+  __shared__ double shared[block_size / warp_size];
+  double sum = 0, bad = 0;
+  for (std::size_t i = threadIdx.x; i < mask_size; i += block_size) {
+    const float w = mask[i];
+    const bool ok = w >= 0.0f && isfinite(w);
+    sum += ok ? static_cast<double>(w) : 0.0;
+    bad += ok ? 0.0 : 1.0;
+  }
+  sum = block_sum(sum, shared);
+  bad = block_sum(bad, shared);
+  if (threadIdx.x == 0) {
+    slot[1] = mean ? sum * elements_per_weight : 1.0;
+    slot[3] = bad;
+    slot[4] = sum;
+  }
+}
+
+/// One block: reduces the grid's partials in a fixed order and writes the report.
+__global__ void __launch_bounds__(block_size)
+    finalize_kernel(int blocks, double host_denominator, bool denominator_on_device, double* __restrict__ slot) {
+  __shared__ double shared[block_size / warp_size];
+  double value = 0, outside = 0;
+  for (int b = static_cast<int>(threadIdx.x); b < blocks; b += block_size) {
+    value += slot[report_doubles + b];
+    outside += slot[report_doubles + max_blocks + b];
+  }
+  value = block_sum(value, shared);
+  outside = block_sum(outside, shared);
+  if (threadIdx.x == 0) {
+    const double denominator = denominator_on_device ? slot[1] : host_denominator;
+    slot[0] = value / denominator;
+    slot[1] = denominator;
+    slot[2] = outside;
+  }
+}
+
+inline void check_cuda(cudaError_t status, const char* what) {
+  if (status != cudaSuccess)
+    throw std::runtime_error(std::string("steadyloss::cuda: ") + what + ": " + cudaGetErrorString(status));
+}
+
+}  // namespace detail
+
+/// Launches one term's evaluation on `stream`: value (and, when grad is not null, the gradient
+/// times scale / denominator) into `slot` (device, workspace_doubles doubles). Asynchronous:
+/// read the slot back with copy_to_host. Throws steadyloss::error for bad sizes or lengths.
+template <class Term, class S>
+void launch_term(const Term& term, const S* pred, const S* target, S* grad, std::size_t n,
+                 const term_weighting& weighting, Reduction reduction, typename Term::value_type scale, double* slot,
+                 cudaStream_t stream) {
+  using T = typename Term::value_type;
+  static_assert(std::is_same_v<S, T> || (std::is_same_v<T, float> && (std::is_same_v<S, __half> ||
+                                                                       std::is_same_v<S, __nv_bfloat16>)),
+                "steadyloss::cuda::launch_term: storage must be the term's value_type, or __half / "
+                "__nv_bfloat16 for a float term");
+  steadyloss::detail::validate(term);
+  if (n == 0) steadyloss::detail::fail<invalid_input>("cuda::launch_term: pred and target are empty");
+  const bool mean = reduction == Reduction::mean;
+  detail::device_weighting w;
+  w.kind = weighting.kind;
+  double host_denominator = mean ? static_cast<double>(n) : 1.0;
+  bool denominator_on_device = false;
+  if (weighting.kind == weighting_kind::mask) {
+    if (weighting.mask_size == 0 || n % weighting.mask_size != 0)
+      steadyloss::detail::fail<shape_mismatch>("cuda::launch_term: mask has ", weighting.mask_size,
+                                               " elements, pred ", n, "; pred size must be a multiple of mask size");
+    w.mask = weighting.mask;
+    w.frame_size = n / weighting.mask_size;
+    detail::mask_sum_kernel<<<1, block_size, 0, stream>>>(weighting.mask, weighting.mask_size,
+                                                          static_cast<double>(w.frame_size), mean, slot);
+    denominator_on_device = true;
+  } else if (weighting.kind == weighting_kind::lengths) {
+    const sequence_lengths<std::int64_t> spec{weighting.lengths_host, weighting.batch, weighting.max_frames};
+    std::size_t frame_size = 0;
+    double total_frames = 0;
+    steadyloss::detail::check_lengths(spec, n, frame_size, total_frames);  // the core's checks and messages
+    w.lengths = weighting.lengths_device;
+    w.frame_size = frame_size;
+    w.sequence_size = weighting.max_frames * frame_size;
+    if (mean) host_denominator = total_frames * static_cast<double>(frame_size);
+  }
+  const std::size_t wanted = (n + block_size - 1) / block_size;
+  const int blocks = static_cast<int>(wanted < static_cast<std::size_t>(max_blocks) ? wanted : max_blocks);
+  detail::fused_partials_kernel<<<blocks, block_size, 0, stream>>>(
+      term, pred, target, grad, n, w, host_denominator, denominator_on_device ? slot + 1 : nullptr,
+      static_cast<double>(scale), slot);
+  detail::finalize_kernel<<<1, block_size, 0, stream>>>(blocks, host_denominator, denominator_on_device, slot);
+  detail::check_cuda(cudaGetLastError(), "kernel launch failed");
+}
+
+/// Copies `count` doubles from the device and waits for `stream`.
+inline void copy_to_host(double* host, const double* device, std::size_t count, cudaStream_t stream) {
+  detail::check_cuda(cudaMemcpyAsync(host, device, count * sizeof(double), cudaMemcpyDeviceToHost, stream),
+                     "copying the loss values to the host failed");
+  detail::check_cuda(cudaStreamSynchronize(stream), "the loss kernels failed");
+}
+
+inline term_report read_report(const double* host_slot) {
+  return {host_slot[0], host_slot[1], host_slot[2], host_slot[3], host_slot[4]};
+}
+
+/// Throws steadyloss::invalid_input for what the device found (as the core would on the CPU).
+inline void check_report(const term_report& report, const term_weighting& weighting, std::string_view term_name,
+                         double target_min = 0, double target_max = 1) {
+  if (weighting.kind == weighting_kind::mask) {
+    if (report.bad_weights != 0)
+      steadyloss::detail::fail<invalid_input>("evaluate: the mask has ", report.bad_weights,
+                                              " weights that are negative or not finite; mask weights must be "
+                                              "finite and >= 0");
+    if (report.weight_sum == 0)
+      steadyloss::detail::fail<invalid_input>("evaluate: the mask is all zero; there is nothing to average");
+  }
+  if (report.outside != 0)
+    steadyloss::detail::fail<invalid_input>("evaluate: ", term_name, " targets must lie in [", target_min, ", ",
+                                            target_max, "]; ", report.outside, " targets outside");
+}
+
+}  // namespace steadyloss::cuda

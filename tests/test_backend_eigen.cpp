@@ -8,6 +8,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "backend_reference.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -20,106 +22,7 @@ namespace sl = steadyloss;
 
 namespace {
 
-// ---------------------------------------------------------------------------------------------
-// Independent reference (long double, closed forms; never the code under test)
-
-struct value_and_slope {
-  long double value;
-  long double grad;
-};
-
-value_and_slope huber_reference(long double pred, long double target, long double delta) {
-  const long double d = pred - target;
-  if (std::fabs(d) <= delta) return {0.5L * d * d, d};
-  return {delta * (std::fabs(d) - 0.5L * delta), d > 0 ? delta : -delta};
-}
-
-value_and_slope bce_reference(long double logit, long double target, long double pos_weight) {
-  const long double log_weight = 1 + (pos_weight - 1) * target;
-  const long double value = (1 - target) * logit +
-                            log_weight * (std::log1p(std::exp(-std::fabs(logit))) + std::max(-logit, 0.0L));
-  const long double sigmoid = 1 / (1 + std::exp(-logit));
-  return {value, sigmoid * log_weight - pos_weight * target};
-}
-
-value_and_slope l1_reference(long double pred, long double target) {
-  const long double d = pred - target;
-  return {std::fabs(d), d > 0 ? 1.0L : (d < 0 ? -1.0L : 0.0L)};
-}
-
-value_and_slope mse_reference(long double pred, long double target) {
-  const long double d = pred - target;
-  return {d * d, 2 * d};
-}
-
-struct reduced_reference {
-  long double value = 0;
-  std::vector<long double> grad;
-};
-
-/// sum(w l) / sum(w) (mean) or sum(w l) (sum), and the matching gradient w g / sum(w) or w g.
-template <class T, class Elementwise>
-reduced_reference reduce_reference(Elementwise elementwise, const std::vector<T>& pred,
-                                   const std::vector<T>& target,
-                                   const std::vector<long double>& weights, sl::Reduction reduction) {
-  long double weighted_sum = 0, weight_sum = 0;
-  reduced_reference out;
-  out.grad.resize(pred.size());
-  for (std::size_t i = 0; i < pred.size(); ++i) {
-    const value_and_slope e = elementwise(pred[i], target[i]);
-    weighted_sum += weights[i] * e.value;
-    weight_sum += weights[i];
-    out.grad[i] = weights[i] * e.grad;
-  }
-  const long double denominator = reduction == sl::Reduction::mean ? weight_sum : 1.0L;
-  out.value = weighted_sum / denominator;
-  for (long double& g : out.grad) g /= denominator;
-  return out;
-}
-
-template <class T>
-constexpr long double tolerance = std::is_same_v<T, float> ? 2e-5L : 1e-12L;
-
-/// Relative closeness with an absolute floor of `scale` (a mean's gradients are ~1/n of the sum's):
-/// BCE's gradient s (1 + (p-1) y) - p y cancels terms of size ~p, so a float result near 0 is
-/// only as accurate as those terms are.
-template <class T>
-bool close(T actual, long double expected, long double scale = 1) {
-  return std::fabs(static_cast<long double>(actual) - expected) <=
-         tolerance<T> * (std::fabs(expected) + scale);
-}
-
-template <class T>
-std::size_t count_mismatches(const T* actual, const std::vector<long double>& expected,
-                             long double scale) {
-  std::size_t bad = 0;
-  for (std::size_t i = 0; i < expected.size(); ++i)
-    if (!close(actual[i], expected[i], scale)) {
-      if (bad == 0) UNSCOPED_INFO("first mismatch at " << i << ": " << actual[i] << " vs " << static_cast<double>(expected[i]));
-      ++bad;
-    }
-  return bad;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Test data in memory order: what every Eigen object below holds, whatever its type.
-
-template <class T>
-struct fixture {
-  std::vector<T> pred, regression_target, binary_target, grad;
-  explicit fixture(std::size_t n, unsigned seed = 7) : grad(n, T(-99)) {
-    std::mt19937 engine(seed);
-    std::uniform_real_distribution<double> wide(-3.0, 3.0), unit(0.0, 1.0);
-    for (std::size_t i = 0; i < n; ++i) {
-      pred.push_back(static_cast<T>(2 * wide(engine)));  // logits in [-6, 6] for BCE
-      regression_target.push_back(static_cast<T>(wide(engine)));
-      // hard labels and soft ones, as a stop-token target and a smoothed one look
-      binary_target.push_back(i % 3 == 0 ? T(0) : i % 3 == 1 ? T(1) : static_cast<T>(unit(engine)));
-    }
-  }
-};
-
-std::vector<long double> ones(std::size_t n) { return std::vector<long double>(n, 1.0L); }
+using namespace backend_reference;
 
 template <class T>
 using matrix = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;

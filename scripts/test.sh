@@ -7,13 +7,14 @@ bash scripts/install-deps.sh
 jobs=$(nproc)
 
 echo "== g++, Release, -Werror"
-cmake -S . -B build/gcc -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++
+cmake -S . -B build/gcc -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER=g++ \
+      -DSTEADYLOSS_BUILD_TESTS=ON -DSTEADYLOSS_BUILD_EXAMPLES=ON -DSTEADYLOSS_BUILD_BENCHMARKS=ON -DSTEADYLOSS_BENCH_NATIVE=OFF
 cmake --build build/gcc -j "$jobs"
 ctest --test-dir build/gcc --output-on-failure -j "$jobs"
 
 echo "== clang++, ASan + UBSan, -Werror"
 cmake -S . -B build/clang-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-      -DSTEADYLOSS_SANITIZE=ON -DSTEADYLOSS_BUILD_BENCHMARKS=OFF
+      -DSTEADYLOSS_SANITIZE=ON -DSTEADYLOSS_BUILD_TESTS=ON -DSTEADYLOSS_BUILD_EXAMPLES=ON -DSTEADYLOSS_BUILD_BENCHMARKS=OFF
 cmake --build build/clang-sanitize -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build/clang-sanitize --output-on-failure -j "$jobs" -LE "consumer|cuda"

@@ -47,11 +47,15 @@
 // all-zero mask, lengths > max_frames) are steadyloss::error exceptions, as everywhere else.
 //
 // Devices: CPU always (the core's single-threaded fused pass). CUDA tensors run the CUDA
-// executor (steadyloss/backend/cuda/fused_kernel.cuh, on the current stream) when this header is
-// compiled by nvcc with STEADYLOSS_WITH_CUDA defined (the build defines it when LibTorch has
-// CUDA); anywhere else a CUDA tensor is a c10::Error saying so. The CUDA path copies the per-term
-// values back to the host (one stream synchronization per evaluation) because the result, and
-// the Stabilizer after it, needs them as numbers.
+// executor (steadyloss/backend/cuda/, on the current stream of pred's device) when
+// STEADYLOSS_WITH_CUDA is defined: the build defines it when LibTorch has CUDA (CMake:
+// `if(TORCH_CUDA_LIBRARIES) target_compile_definitions(app PRIVATE STEADYLOSS_WITH_CUDA)`), and
+// the program then links one .cu file, compiled by nvcc -std=c++20, that includes
+// <steadyloss/backend/cuda/builtin_terms.cuh> (the kernels; this header and the translation units
+// that include it stay plain g++ ones). Without STEADYLOSS_WITH_CUDA a CUDA tensor is a
+// c10::Error saying so. The CUDA path copies the per-term values back to the host (one stream
+// synchronization per evaluation) because the result, and the Stabilizer after it, needs them as
+// numbers; its sums are deterministic (the same bits on every run; see cuda/fused_kernel.cuh).
 //
 // The tensor_traits specialization below also lets the core's own API take torch::Tensor
 // directly, with no autograd: sl::inputs(pred, target) and sl::grads(g) on contiguous CPU
@@ -62,8 +66,10 @@
 #include <torch/autograd.h>
 
 #include <array>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <ranges>
 #include <span>
 #include <tuple>
 #include <type_traits>
@@ -77,10 +83,10 @@
 #include "../core/term.hpp"
 #include "../loss/compose.hpp"
 
-#if defined(STEADYLOSS_WITH_CUDA) && defined(__CUDACC__)
+#if defined(STEADYLOSS_WITH_CUDA)
 #include <ATen/cuda/CUDAContext.h>
 
-#include "cuda/fused_kernel.cuh"
+#include "cuda/executor.hpp"
 #define STEADYLOSS_TORCH_CUDA_EXECUTOR 1
 #else
 #define STEADYLOSS_TORCH_CUDA_EXECUTOR 0
@@ -204,8 +210,8 @@ prepared_term<Weighting> prepare(const tensor_inputs<Weighting>& in, const char*
               " requires grad; steadyloss differentiates w.r.t. pred only (pass target.detach())");
   TORCH_CHECK(pred.numel() > 0, function, ": pred of term ", index, " is empty");
   TORCH_CHECK(!on_cuda || cuda_executor_available(), function, ": pred of term ", index,
-              " is a CUDA tensor, but the CUDA executor is not compiled in: compile this translation unit "
-              "with nvcc and -DSTEADYLOSS_WITH_CUDA (see steadyloss/backend/torch.hpp)");
+              " is a CUDA tensor, but the CUDA executor is not compiled in: define STEADYLOSS_WITH_CUDA and "
+              "link a .cu file including steadyloss/backend/cuda/builtin_terms.cuh (see steadyloss/backend/torch.hpp)");
 
   prepared_term<Weighting> out{pred.contiguous(), target.contiguous(), {}, 0};
   if constexpr (std::is_same_v<Weighting, mask_weights>) {
@@ -267,32 +273,13 @@ composed_result<typename Loss::value_type, Loss::size> run_cpu(const Loss& loss,
   return loss.evaluate(core_inputs<T>(std::get<I>(prepared))..., outputs);
 }
 
-/// Each term's reduction. composed_loss keeps them private; when it has no `reduction<I>()`
-/// accessor, they are read off a values-only evaluation of two identical elements (pred 1,
-/// target 0): the sum reduction gives twice the element's loss, mean gives it once.
+/// Each term's reduction, as the CUDA executor needs them one by one.
 template <class Loss>
 std::array<Reduction, Loss::size> reductions_of(const Loss& loss) {
-  using T = typename Loss::value_type;
-  constexpr std::size_t N = Loss::size;
-  std::array<Reduction, N> out{};
-  if constexpr (requires { loss.template reduction<0>(); }) {
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-      ((out[I] = loss.template reduction<I>()), ...);
-    }(std::make_index_sequence<N>{});
-  } else {
-    const std::array<T, 2> pred{T(1), T(1)}, target{T(0), T(0)};
-    const term_inputs<T> probe{{pred.data(), 2}, {target.data(), 2}, {}};
-    const auto values = [&]<std::size_t... I>(std::index_sequence<I...>) {
-      return loss.evaluate(((void)I, probe)...).values;
-    }(std::make_index_sequence<N>{});
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-      ((out[I] = [&] {
-         const T one = loss.template term<I>().value(T(1), T(0));
-         return one != T(0) && values[I] == T(2) * one ? Reduction::sum : Reduction::mean;
-       }()),
-       ...);
-    }(std::make_index_sequence<N>{});
-  }
+  std::array<Reduction, Loss::size> out{};
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    ((out[I] = loss.template reduction<I>()), ...);
+  }(std::make_index_sequence<Loss::size>{});
   return out;
 }
 
@@ -338,22 +325,15 @@ composed_result<typename Loss::value_type, Loss::size> run_cuda(const Loss& loss
   const std::array<cuda::term_weighting, N> weightings{cuda_weighting(std::get<I>(prepared), device_lengths[I])...};
   auto launch_one = [&]<std::size_t J>(std::integral_constant<std::size_t, J>) {
     const auto& p = std::get<J>(prepared);
-    double* slot = workspace.data_ptr<double>() + J * cuda::workspace_doubles;
-    auto launch = [&]<class S>(S*) {
-      if constexpr (std::is_same_v<S, T> || (std::is_same_v<T, float> && !std::is_same_v<S, double>)) {
-        cuda::launch_term(loss.template term<J>(), static_cast<const S*>(p.pred.data_ptr()),
-                          static_cast<const S*>(p.target.data_ptr()),
-                          grads != nullptr ? static_cast<S*>((*grads)[J].data_ptr()) : nullptr,
-                          static_cast<std::size_t>(p.pred.numel()), weightings[J], reductions[J], result.weights[J],
-                          slot, stream);
-      }
-    };
-    switch (p.pred.scalar_type()) {  // prepare() admitted only these, per the term's value_type
-      case at::kHalf: launch(static_cast<__half*>(nullptr)); break;
-      case at::kBFloat16: launch(static_cast<__nv_bfloat16*>(nullptr)); break;
-      case at::kDouble: launch(static_cast<double*>(nullptr)); break;
-      default: launch(static_cast<float*>(nullptr)); break;
-    }
+    const at::ScalarType dtype = p.pred.scalar_type();  // prepare() admitted it for the term's value_type
+    const cuda::storage_type storage = dtype == at::kHalf       ? cuda::storage_type::f16
+                                       : dtype == at::kBFloat16 ? cuda::storage_type::bf16
+                                       : dtype == at::kDouble   ? cuda::storage_type::f64
+                                                                : cuda::storage_type::f32;
+    cuda::launch_term_erased(loss.template term<J>(), storage, p.pred.data_ptr(), p.target.data_ptr(),
+                             grads != nullptr ? (*grads)[J].data_ptr() : nullptr, static_cast<std::size_t>(p.pred.numel()),
+                             weightings[J], reductions[J], result.weights[J],
+                             workspace.data_ptr<double>() + J * cuda::workspace_doubles, stream);
   };
   (launch_one(std::integral_constant<std::size_t, I>{}), ...);
   std::array<double, N * cuda::workspace_doubles> host{};
@@ -368,7 +348,7 @@ composed_result<typename Loss::value_type, Loss::size> run_cuda(const Loss& loss
       cuda::check_report(report, weightings[J], steadyloss::detail::name_of<Term>());
     result.values[J] = static_cast<T>(report.value);
     result.denominators[J] = report.denominator;
-    total += static_cast<double>(result.weights[J]) * report.value;
+    total += static_cast<double>(result.weights[J]) * static_cast<double>(result.values[J]);
   };
   (check_one(std::integral_constant<std::size_t, I>{}), ...);
   result.total = static_cast<T>(total);

@@ -143,6 +143,9 @@ class composed_loss {
   }
 
   template <std::size_t I>
+  Reduction reduction() const { return std::get<I>(terms_).reduction; }
+
+  template <std::size_t I>
   auto& term() { return std::get<I>(terms_).term; }
   template <std::size_t I>
   const auto& term() const { return std::get<I>(terms_).term; }

@@ -1,8 +1,10 @@
 #pragma once
 // The CUDA executor: any steadyloss term (the same structs as on the CPU; their value/grad are
 // host+device) in one fused kernel that reads pred and target, writes the scaled gradient and
-// reduces the loss. Needs nvcc (CUDA 12+, C++20); depends on the CUDA runtime only, not LibTorch
-// (steadyloss/backend/torch.hpp calls it for CUDA tensors).
+// reduces the loss. Needs nvcc (CUDA 12+, -std=c++20); depends on the CUDA runtime only, not
+// LibTorch. The host-side types and the type-erased entry point are in executor.hpp; include this
+// header (or builtin_terms.cuh) in one .cu file and instantiate the terms you use
+// (STEADYLOSS_CUDA_INSTANTIATE, at the end).
 //
 //   double* slot = ...;  // device memory, workspace_doubles doubles per term evaluation
 //   sl::cuda::launch_term(sl::Huber<float>{}, pred, target, grad, n, sl::cuda::term_weighting{},
@@ -17,10 +19,13 @@
 //
 // Determinism: the same bits on every run, on every GPU. The grid size depends on n only
 // (min(ceil(n / block_size), max_blocks)), so each thread always sees the same elements in the
-// same order; each thread accumulates in the term's value_type (float or double), then warps
-// (shuffles) and blocks (shared memory) reduce in double in a fixed tree; each block writes its
-// partial to the workspace, and a one-block kernel reduces the partials in a fixed order. No
-// atomics anywhere.
+// same order; each thread accumulates in the term's value_type (float or double), flushed into a
+// double every 32 elements, then warps (shuffles) and blocks (shared memory) reduce in double in
+// a fixed tree; each block writes its partial to the workspace, and a one-block kernel reduces
+// the partials in a fixed order. No atomics anywhere.
+//
+// Mask weights are float32 on the device (the adapter converts masks to float32), for double
+// terms too: weights such as 0.5 or 1 are exact, a weight like 0.1 is rounded to float.
 //
 // Validation mirrors the core: sizes and lengths on the host before launching (they are known
 // there); mask weights and targets (BCE's [0, 1]) are counted on the device and reported after
@@ -44,40 +49,9 @@
 #include "../../core/reduction.hpp"
 #include "../../core/term.hpp"
 #include "../../detail/cpu_pass.hpp"
+#include "executor.hpp"
 
 namespace steadyloss::cuda {
-
-inline constexpr int block_size = 256;   ///< threads per block (8 warps)
-inline constexpr int max_blocks = 1024;  ///< the grid never exceeds this (fixed-size partial buffer)
-inline constexpr int warp_size = 32;
-
-/// Layout of one term's device slot (doubles): the report, then the per-block partials.
-inline constexpr std::size_t report_doubles = 8;
-inline constexpr std::size_t workspace_doubles = report_doubles + 2 * static_cast<std::size_t>(max_blocks);
-
-enum class weighting_kind { none, mask, lengths };
-
-/// How elements are weighted (see core/inputs.hpp): none; a float mask per element or per frame
-/// (device memory); or per-sequence lengths over [batch, max_frames, ...] (host copy for
-/// validation and the denominator, device copy for the kernel).
-struct term_weighting {
-  weighting_kind kind = weighting_kind::none;
-  const float* mask = nullptr;  // device
-  std::size_t mask_size = 0;
-  const std::int64_t* lengths_host = nullptr;
-  const std::int64_t* lengths_device = nullptr;
-  std::size_t batch = 0;
-  std::size_t max_frames = 0;
-};
-
-/// What one evaluation left in its slot, read back on the host.
-struct term_report {
-  double value = 0;        ///< reduced value (sum(w l) / denominator)
-  double denominator = 1;  ///< as the core's term_result::denominator
-  double outside = 0;      ///< kept targets outside the term's domain
-  double bad_weights = 0;  ///< mask weights negative or not finite
-  double weight_sum = 0;   ///< sum of the mask weights (mask only)
-};
 
 namespace detail {
 
@@ -142,8 +116,12 @@ __global__ void __launch_bounds__(block_size)
   __shared__ double shared[block_size / warp_size];
   const double denominator = device_denominator != nullptr ? *device_denominator : host_denominator;
   const T grad_scale = static_cast<T>(scale / denominator);
+  // Each thread sums up to flush_every values in T (float math at full rate), then flushes them
+  // into a double, so its partial keeps float precision however large n grows.
+  constexpr int flush_every = 32;
   T value_acc = T(0);
-  T outside_acc = T(0);
+  double value_total = 0, outside_total = 0;
+  int pending = 0;
   const std::size_t stride = static_cast<std::size_t>(gridDim.x) * block_size;
   for (std::size_t i = static_cast<std::size_t>(blockIdx.x) * block_size + threadIdx.x; i < n; i += stride) {
     const T p = load<T>(pred[i]);
@@ -154,12 +132,18 @@ __global__ void __launch_bounds__(block_size)
     if (kept) {
       value_acc += w * vg.value;
       if constexpr (steadyloss::detail::checks_target_domain<Term>)
-        outside_acc += steadyloss::detail::target_in_domain<Term>(y) ? T(0) : T(1);
+        outside_total += steadyloss::detail::target_in_domain<Term>(y) ? 0.0 : 1.0;
     }
     if (grad != nullptr) grad[i] = store<S>(kept ? vg.grad * (w * grad_scale) : T(0));
+    if (++pending == flush_every) {
+      value_total += static_cast<double>(value_acc);
+      value_acc = T(0);
+      pending = 0;
+    }
   }
-  const double block_value = block_sum(static_cast<double>(value_acc), shared);
-  const double block_outside = block_sum(static_cast<double>(outside_acc), shared);
+  value_total += static_cast<double>(value_acc);
+  const double block_value = block_sum(value_total, shared);
+  const double block_outside = block_sum(outside_total, shared);
   if (threadIdx.x == 0) {
     slot[report_doubles + blockIdx.x] = block_value;
     slot[report_doubles + max_blocks + blockIdx.x] = block_outside;
@@ -204,11 +188,6 @@ __global__ void __launch_bounds__(block_size)
     slot[1] = denominator;
     slot[2] = outside;
   }
-}
-
-inline void check_cuda(cudaError_t status, const char* what) {
-  if (status != cudaSuccess)
-    throw std::runtime_error(std::string("steadyloss::cuda: ") + what + ": " + cudaGetErrorString(status));
 }
 
 }  // namespace detail
@@ -260,31 +239,38 @@ void launch_term(const Term& term, const S* pred, const S* target, S* grad, std:
   detail::check_cuda(cudaGetLastError(), "kernel launch failed");
 }
 
-/// Copies `count` doubles from the device and waits for `stream`.
-inline void copy_to_host(double* host, const double* device, std::size_t count, cudaStream_t stream) {
-  detail::check_cuda(cudaMemcpyAsync(host, device, count * sizeof(double), cudaMemcpyDeviceToHost, stream),
-                     "copying the loss values to the host failed");
-  detail::check_cuda(cudaStreamSynchronize(stream), "the loss kernels failed");
-}
-
-inline term_report read_report(const double* host_slot) {
-  return {host_slot[0], host_slot[1], host_slot[2], host_slot[3], host_slot[4]};
-}
-
-/// Throws steadyloss::invalid_input for what the device found (as the core would on the CPU).
-inline void check_report(const term_report& report, const term_weighting& weighting, std::string_view term_name,
-                         double target_min = 0, double target_max = 1) {
-  if (weighting.kind == weighting_kind::mask) {
-    if (report.bad_weights != 0)
-      steadyloss::detail::fail<invalid_input>("evaluate: the mask has ", report.bad_weights,
-                                              " weights that are negative or not finite; mask weights must be "
-                                              "finite and >= 0");
-    if (report.weight_sum == 0)
-      steadyloss::detail::fail<invalid_input>("evaluate: the mask is all zero; there is nothing to average");
+/// The type-erased entry point declared in executor.hpp: dispatches on the storage type.
+template <class Term>
+void launch_term_erased(const Term& term, storage_type storage, const void* pred, const void* target, void* grad,
+                        std::size_t n, const term_weighting& weighting, Reduction reduction,
+                        typename Term::value_type scale, double* slot, cudaStream_t stream) {
+  using T = typename Term::value_type;
+  auto launch = [&](auto* typed) {
+    using S = std::remove_pointer_t<decltype(typed)>;
+    launch_term(term, static_cast<const S*>(pred), static_cast<const S*>(target), static_cast<S*>(grad), n,
+                weighting, reduction, scale, slot, stream);
+  };
+  if constexpr (std::is_same_v<T, float>) {
+    switch (storage) {
+      case storage_type::f32: return launch(static_cast<float*>(nullptr));
+      case storage_type::f16: return launch(static_cast<__half*>(nullptr));
+      case storage_type::bf16: return launch(static_cast<__nv_bfloat16*>(nullptr));
+      default: break;
+    }
+  } else {
+    if (storage == storage_type::f64) return launch(static_cast<double*>(nullptr));
   }
-  if (report.outside != 0)
-    steadyloss::detail::fail<invalid_input>("evaluate: ", term_name, " targets must lie in [", target_min, ", ",
-                                            target_max, "]; ", report.outside, " targets outside");
+  steadyloss::detail::fail<invalid_input>("cuda::launch_term: ", steadyloss::detail::name_of<Term>(),
+                                          " cannot run on this storage type (float16/bfloat16 need a float term, "
+                                          "float64 a double term)");
 }
 
 }  // namespace steadyloss::cuda
+
+/// Instantiates the CUDA executor for a term type, in the one .cu file nvcc compiles:
+///   STEADYLOSS_CUDA_INSTANTIATE(sl::Huber<float>)
+#define STEADYLOSS_CUDA_INSTANTIATE(...)                                                                   \
+  template void steadyloss::cuda::launch_term_erased<__VA_ARGS__>(                                         \
+      const __VA_ARGS__&, steadyloss::cuda::storage_type, const void*, const void*, void*, std::size_t,      \
+      const steadyloss::cuda::term_weighting&, steadyloss::Reduction, typename __VA_ARGS__::value_type, double*, \
+      cudaStream_t);

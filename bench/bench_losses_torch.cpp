@@ -1,9 +1,15 @@
 // The LibTorch peers of bench_losses.cpp: torch::nn::functional forward + autograd backward on the
 // same data, CPU, one intra-op thread (as steadyloss's executor is single-threaded; the run's
-// header line says so). Built with g++ only.
+// header line says so), and steadyloss_torch: the same steadyloss pass through the LibTorch
+// adapter (sl::torch::loss + autograd), to show what the autograd plumbing costs. g++ only.
 #include <torch/torch.h>
 
+#include <steadyloss/backend/torch.hpp>
+#include <steadyloss/steadyloss.hpp>
+
 #include "common.hpp"
+
+namespace sl = steadyloss;
 
 namespace F = torch::nn::functional;
 
@@ -23,6 +29,31 @@ void huber_torch(benchmark::State& state) {
   for (auto _ : state) {
     const auto loss = F::huber_loss(pred, target, options);
     auto grads = torch::autograd::grad({loss}, {pred});
+    benchmark::DoNotOptimize(grads[0].data_ptr());
+  }
+  bench::set_value_grad_bytes(state, n);
+}
+
+void huber_steadyloss_torch(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  bench::elementwise_data d(n, false);
+  const auto pred = from(d.pred, true), target = from(d.target, false);
+  for (auto _ : state) {
+    const auto loss = sl::torch::loss(sl::Huber<float>{.delta = delta}, pred, target);
+    auto grads = torch::autograd::grad({loss}, {pred});
+    benchmark::DoNotOptimize(grads[0].data_ptr());
+  }
+  bench::set_value_grad_bytes(state, n);
+}
+
+void bce_steadyloss_torch(benchmark::State& state) {
+  const auto n = static_cast<std::size_t>(state.range(0));
+  bench::elementwise_data d(n, true);
+  const auto logits = from(d.pred, true), target = from(d.target, false);
+  const sl::LabelSmoothing term{sl::BalancedBCE<float>{.pos_weight = pos_weight}, eps};
+  for (auto _ : state) {
+    const auto loss = sl::torch::loss(term, logits, target);
+    auto grads = torch::autograd::grad({loss}, {logits});
     benchmark::DoNotOptimize(grads[0].data_ptr());
   }
   bench::set_value_grad_bytes(state, n);
@@ -70,6 +101,8 @@ void register_torch() {
   torch::set_num_threads(1);
   register_sizes("huber_value_grad", "torch", huber_torch);
   register_sizes("bce_value_grad", "torch", bce_torch);
+  register_sizes("huber_value_grad", "steadyloss_torch", huber_steadyloss_torch);
+  register_sizes("bce_value_grad", "steadyloss_torch", bce_steadyloss_torch);
   benchmark::RegisterBenchmark("tts_composed/torch/512000", tts_composed_torch);
 }
 }  // namespace bench

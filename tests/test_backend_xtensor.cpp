@@ -44,60 +44,6 @@ C memory_copy(const std::vector<T>& values, const Shape& shape) {
   return container;
 }
 
-/// Calls check(name, term, elementwise reference, uses binary targets) for every shipped term.
-template <class T, class Check>
-void for_each_term(Check check) {
-  check("Huber delta 1", sl::Huber<T>{.delta = T(1)},
-        [](long double p, long double t) { return huber_reference(p, t, 1.0L); }, false);
-  check("Huber delta 0.5", sl::Huber<T>{.delta = T(0.5)},
-        [](long double p, long double t) { return huber_reference(p, t, 0.5L); }, false);
-  check("BalancedBCE", sl::BalancedBCE<T>{.pos_weight = T(5)},
-        [](long double p, long double t) { return bce_reference(p, t, 5.0L); }, true);
-  const T eps = T(0.05);
-  const long double eps_exact = eps;
-  check("LabelSmoothing(BalancedBCE)", sl::LabelSmoothing{sl::BalancedBCE<T>{.pos_weight = T(5)}, eps},
-        [eps_exact](long double p, long double t) {
-          return bce_reference(p, t * (1 - eps_exact) + eps_exact / 2, 5.0L);
-        },
-        true);
-  check("L1", sl::L1<T>{}, [](long double p, long double t) { return l1_reference(p, t); }, false);
-  check("MSE", sl::MSE<T>{}, [](long double p, long double t) { return mse_reference(p, t); }, false);
-}
-
-/// Evaluates every term on (pred, regression or binary target) through sl::evaluate and
-/// sl::value, for both reductions, and compares with the reference. `grad_memory` is where the
-/// gradient object's elements live, in memory order.
-template <class T, class Pred, class Regression, class Binary, class Grad, class MakeInputs>
-void check_all_terms(const Pred& pred, const Regression& regression, const Binary& binary,
-                     Grad& grad, const T* grad_memory, const fixture<T>& fx,
-                     const std::vector<long double>& weights, MakeInputs make_inputs) {
-  for (const sl::Reduction reduction : {sl::Reduction::mean, sl::Reduction::sum}) {
-    for_each_term<T>([&](const char* name, const auto& term, auto elementwise, bool binary_targets) {
-      INFO(name << (reduction == sl::Reduction::mean ? ", mean" : ", sum"));
-      const std::vector<T>& target_values = binary_targets ? fx.binary_target : fx.regression_target;
-      const reduced_reference expected =
-          reduce_reference(elementwise, fx.pred, target_values, weights, reduction);
-      const long double scale = reduction == sl::Reduction::mean ? 1.0L / static_cast<long double>(fx.pred.size()) : 1.0L;
-      auto check_with = [&](const auto& in) {
-        const auto result = sl::evaluate(term, in, grad, reduction);
-        CHECK(close(result.value, expected.value));
-        CHECK(count_mismatches(grad_memory, expected.grad, scale) == 0);
-        CHECK(close(sl::value(term, in, reduction).value, expected.value));
-      };
-      if (binary_targets)
-        check_with(make_inputs(pred, binary));
-      else
-        check_with(make_inputs(pred, regression));
-    });
-  }
-}
-
-template <class T, class Pred, class Regression, class Binary, class Grad>
-void check_all_terms(const Pred& pred, const Regression& regression, const Binary& binary,
-                     Grad& grad, const T* grad_memory, const fixture<T>& fx) {
-  check_all_terms(pred, regression, binary, grad, grad_memory, fx, ones(fx.pred.size()),
-                  [](const auto& p, const auto& t) { return sl::inputs(p, t); });
-}
 
 }  // namespace
 

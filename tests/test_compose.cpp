@@ -92,3 +92,20 @@ TEST_CASE("composed loss misuse is rejected with a clear message", "[compose][er
                     Contains("gradients of terms 0 and 1 overlap"));
   CHECK(loss.multipliers() == std::array<float, 2>{1, 1});  // failed setters changed nothing
 }
+
+TEST_CASE("a composed loss checks every term before writing any gradient", "[compose][errors]") {
+  std::vector<float> p0(16, 3.0f), y0(16, 0.0f), p1(16, 0.5f), y1(16, 0.0f), short_target(15);
+  std::vector<float> g0(16, -7.0f), g1(16, -7.0f);
+  auto loss = sl::compose(sl::MSE<float>{}, sl::MSE<float>{});
+  // Term 1 has a bad size: term 0's gradient must still be untouched.
+  CHECK_THROWS_AS(loss.evaluate(sl::inputs(p0, y0), sl::inputs(p1, short_target), sl::grads(g0, g1)),
+                  sl::shape_mismatch);
+  for (float g : g0) REQUIRE(g == -7.0f);
+  // Term 0's gradient is term 1's prediction: writing it would corrupt term 1's input.
+  CHECK_THROWS_WITH(loss.evaluate(sl::inputs(p0, y0), sl::inputs(g0, y1), sl::grads(g0, g1)),
+                    Contains("the gradient of term 0 overlaps the inputs of term 1"));
+  for (float g : g0) REQUIRE(g == -7.0f);
+  std::vector<float> unsized;
+  CHECK_THROWS_AS(loss.evaluate(sl::inputs(p0, y0), sl::inputs(p1, y1), sl::grads(g0, unsized)),
+                  sl::shape_mismatch);
+}

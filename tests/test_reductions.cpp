@@ -167,6 +167,8 @@ TEMPLATE_TEST_CASE("bad sizes and data are rejected before anything is written",
   std::vector<T> empty;
   CHECK_THROWS_AS(sl::value(term, sl::inputs(empty, empty)), sl::invalid_input);
   CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same), pred), Contains("overlaps"));
+  std::vector<T> no_storage;  // a gradient the caller forgot to size: an error, not "no gradient"
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same), no_storage), Contains("grad has 0 elements"));
 
   std::vector<T> mask(1000, T(1));
   CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, mask), grad), sl::shape_mismatch);
@@ -179,6 +181,9 @@ TEMPLATE_TEST_CASE("bad sizes and data are rejected before anything is written",
   CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, negative), grad), Contains("mask[9] = -1"));
   negative[9] = std::numeric_limits<T>::infinity();
   CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, negative), grad), sl::invalid_input);
+
+  std::vector<T> shared(4096, T(1));  // the gradient written over the mask it reads
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, shared), shared), Contains("overlaps the mask"));
 
   std::vector<std::int64_t> lengths{3, 5};
   CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, sl::lengths(lengths, 3)), grad), Contains("not batch (2 lengths)"));

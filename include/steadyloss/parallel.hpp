@@ -10,8 +10,8 @@
 // the first. The chunk sums are combined in chunk order, so a given thread count gives the same
 // bits on every run (a different thread count may differ in the last bits, as any change of
 // summation order does). Smaller stretches run serially: waking threads costs microseconds.
-// One evaluation at a time per executor (concurrent calls wait for each other); no allocation per
-// call.
+// Thread-safe: concurrent evaluations share the threads, one contiguous stretch at a time (each
+// waits for the other's stretch); no allocation per call.
 
 #include <algorithm>
 #include <condition_variable>
@@ -33,16 +33,14 @@ class parallel_executor {
       : min_elements_per_thread_(min_elements_per_thread), sums_(threads) {
     if (threads == 0) detail::fail<invalid_parameter>("parallel_executor: threads must be >= 1, got 0");
     workers_.reserve(threads - 1);
-    for (unsigned index = 1; index < threads; ++index) workers_.emplace_back([this, index] { work(index); });
-  }
-  ~parallel_executor() {
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
+    try {
+      for (unsigned index = 1; index < threads; ++index) workers_.emplace_back([this, index] { work(index); });
+    } catch (...) {  // a thread that could not start: stop the ones that did, then report it
+      stop();
+      throw;
     }
-    start_.notify_all();
-    for (auto& worker : workers_) worker.join();
   }
+  ~parallel_executor() { stop(); }
   parallel_executor(const parallel_executor&) = delete;
   parallel_executor& operator=(const parallel_executor&) = delete;
 
@@ -59,7 +57,7 @@ class parallel_executor {
   template <class Term, class Inputs>
   auto value(const Term& term, const Inputs& in, Reduction reduction = Reduction::mean) const {
     if constexpr (detail::check_term_and_inputs<Term, Inputs>()) {
-      return detail::run_term(term, in, {}, reduction, typename Term::value_type(1), *this);
+      return detail::run_term(term, in, std::nullopt, reduction, typename Term::value_type(1), *this);
     }
   }
 
@@ -90,6 +88,15 @@ class parallel_executor {
 
  private:
   using chunk_function = void (*)(const void* context, unsigned index);
+
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    start_.notify_all();
+    for (auto& worker : workers_) worker.join();
+  }
 
   // Runs chunk 0 on the caller and chunks 1..chunks-1 on the workers; returns when all are done.
   void dispatch(unsigned chunks, const void* context, chunk_function function) const {

@@ -7,9 +7,10 @@
 //   shape_mismatch     sizes that do not fit together (pred vs target, grad, mask, lengths)
 //   invalid_input      empty tensors, targets outside a term's domain, an all-zero mask,
 //                      negative or non-finite mask weights, lengths out of range, overlapping buffers
-// Parameters and sizes are checked before anything is written. Targets are checked inside the
-// fused pass (a separate pass would cost a third more memory traffic), so when invalid_input
-// reports a target, the gradient buffer has been written and must be discarded.
+// Parameters, sizes, masks, lengths and buffer overlaps are checked before anything is written
+// (for a composed loss: every term's, before the first term runs). Targets are checked inside
+// the fused pass (a separate pass would cost a third more memory traffic), so when invalid_input
+// reports a target, the gradient buffers have been written and must be discarded.
 //
 // NaN or Inf in pred propagate as IEEE arithmetic does (as in PyTorch): the value becomes NaN
 // or Inf and so does the gradient at that element. SpikeDampener treats such a step as a skip.
@@ -17,6 +18,7 @@
 #include <cmath>
 #include <cstddef>
 #include <functional>
+#include <optional>
 #include <type_traits>
 
 #include "../detail/cpu_pass.hpp"
@@ -95,59 +97,87 @@ template <class Term, class T, class IsKept>
                       +Term::target_min, ", ", +Term::target_max, "]");
 }
 
-/// The one place every evaluation goes through. grad may be null (value only).
-/// `scale` multiplies the gradient (a composed loss passes its term weight). The executor runs the
-/// fused passes over each contiguous stretch (serial_executor, or sl::parallel_executor).
-template <class Term, class Weighting, class Executor = serial_executor>
-term_result<typename Term::value_type> run_term(const Term& term,
-                                                const term_inputs<typename Term::value_type, Weighting>& in,
-                                                mutable_tensor_view<typename Term::value_type> grad,
-                                                Reduction reduction, typename Term::value_type scale,
-                                                const Executor& executor = Executor{}) {
+/// Everything run_term checks before it writes anything, and what the checks computed.
+struct term_plan {
+  std::size_t n = 0;
+  bool write_grad = false;
+  double denominator = 1;     ///< what the reduced value is divided by
+  std::size_t frame_size = 1; ///< elements per mask weight or per frame of a sequence
+};
+
+/// Checks a term, its inputs and its gradient output (nullopt: value only) and plans the pass.
+/// Throws (invalid_parameter, shape_mismatch, invalid_input) before anything is written.
+template <class Term, class Weighting>
+term_plan plan_term(const Term& term, const term_inputs<typename Term::value_type, Weighting>& in,
+                    const std::optional<mutable_tensor_view<typename Term::value_type>>& grad,
+                    Reduction reduction) {
   using T = typename Term::value_type;
   validate(term);
-  const std::size_t n = in.pred.size;
+  term_plan plan;
+  plan.n = in.pred.size;
+  const std::size_t n = plan.n;
   if (in.target.size != n)
     fail<shape_mismatch>("evaluate: pred has ", n, " elements, target ", in.target.size);
   if (n == 0) fail<invalid_input>("evaluate: pred and target are empty");
-  const bool write_grad = grad.data != nullptr;
-  if (write_grad) {
-    if (grad.size != n) fail<shape_mismatch>("evaluate: grad has ", grad.size, " elements, pred ", n);
-    if (overlaps<T>(grad.data, n, in.pred.data, n) || overlaps<T>(grad.data, n, in.target.data, n))
+  plan.write_grad = grad.has_value();
+  if (plan.write_grad) {
+    if (grad->size != n) fail<shape_mismatch>("evaluate: grad has ", grad->size, " elements, pred ", n);
+    if (overlaps<T>(grad->data, n, in.pred.data, n) || overlaps<T>(grad->data, n, in.target.data, n))
       fail<invalid_input>("evaluate: the gradient buffer overlaps pred or target");
   }
-
-  auto pass = [&](const T* pred, const T* target, const T* weight, T* g, std::size_t count,
-                  T grad_scale) -> pass_sum {
-    constexpr bool weighted_elements = std::is_same_v<Weighting, frame_mask<T>>;
-    constexpr const T* no_weight = nullptr;
-    if constexpr (weighted_elements) {
-      if (weight != nullptr)
-        return write_grad ? executor.template run<true, true>(term, pred, target, weight, g, count, grad_scale)
-                          : executor.template run<false, true>(term, pred, target, weight, g, count, grad_scale);
-    }
-    return write_grad ? executor.template run<true, false>(term, pred, target, no_weight, g, count, grad_scale)
-                      : executor.template run<false, false>(term, pred, target, no_weight, g, count, grad_scale);
-  };
-  T* const g = grad.data;
-  pass_sum total;
-  double denominator = 1;
-  auto check_targets = [&](auto is_kept) {
-    if constexpr (checks_target_domain<Term>)
-      if (total.out_of_domain != 0) report_target_outside<Term>(in.target, total.out_of_domain, is_kept);
-  };
-
+  const bool mean = reduction == Reduction::mean;
   if constexpr (std::is_same_v<Weighting, unweighted>) {
-    if (reduction == Reduction::mean) denominator = static_cast<double>(n);
-    total = pass(in.pred.data, in.target.data, nullptr, g, n, static_cast<T>(scale / denominator));
-    check_targets([](std::size_t) { return true; });
+    if (mean) plan.denominator = static_cast<double>(n);
   } else if constexpr (std::is_same_v<Weighting, frame_mask<T>>) {
     const tensor_view<T>& mask = in.weighting.weights;
     double weight_sum = 0;
     check_mask(mask, n, weight_sum);
-    const std::size_t frame_size = n / mask.size;
-    if (reduction == Reduction::mean) denominator = weight_sum * static_cast<double>(frame_size);
-    const T grad_scale = static_cast<T>(scale / denominator);
+    if (plan.write_grad && overlaps<T>(grad->data, n, mask.data, mask.size))
+      fail<invalid_input>("evaluate: the gradient buffer overlaps the mask");
+    plan.frame_size = n / mask.size;
+    if (mean) plan.denominator = weight_sum * static_cast<double>(plan.frame_size);
+  } else {
+    double total_frames = 0;
+    check_lengths(in.weighting, n, plan.frame_size, total_frames);
+    if (mean) plan.denominator = total_frames * static_cast<double>(plan.frame_size);
+  }
+  return plan;
+}
+
+/// Runs a planned term: the fused passes (through `executor`) and the target-domain check.
+/// `g` is the gradient's storage when plan.write_grad; `scale` multiplies the gradient (a
+/// composed loss passes its term weight).
+template <class Term, class Weighting, class Executor>
+term_result<typename Term::value_type> execute_term(const Term& term,
+                                                    const term_inputs<typename Term::value_type, Weighting>& in,
+                                                    const term_plan& plan, typename Term::value_type* g,
+                                                    typename Term::value_type scale, const Executor& executor) {
+  using T = typename Term::value_type;
+  const bool write_grad = plan.write_grad;
+  auto pass = [&](const T* pred, const T* target, const T* weight, T* grad, std::size_t count,
+                  T grad_scale) -> pass_sum {
+    constexpr const T* no_weight = nullptr;
+    if constexpr (std::is_same_v<Weighting, frame_mask<T>>) {
+      if (weight != nullptr)
+        return write_grad ? executor.template run<true, true>(term, pred, target, weight, grad, count, grad_scale)
+                          : executor.template run<false, true>(term, pred, target, weight, grad, count, grad_scale);
+    }
+    return write_grad ? executor.template run<true, false>(term, pred, target, no_weight, grad, count, grad_scale)
+                      : executor.template run<false, false>(term, pred, target, no_weight, grad, count, grad_scale);
+  };
+  pass_sum total;
+  auto check_targets = [&](auto is_kept) {
+    if constexpr (checks_target_domain<Term>)
+      if (total.out_of_domain != 0) report_target_outside<Term>(in.target, total.out_of_domain, is_kept);
+  };
+  const std::size_t n = plan.n, frame_size = plan.frame_size;
+  const T grad_scale = static_cast<T>(scale / plan.denominator);
+
+  if constexpr (std::is_same_v<Weighting, unweighted>) {
+    total = pass(in.pred.data, in.target.data, nullptr, g, n, grad_scale);
+    check_targets([](std::size_t) { return true; });
+  } else if constexpr (std::is_same_v<Weighting, frame_mask<T>>) {
+    const tensor_view<T>& mask = in.weighting.weights;
     if (frame_size == 1) {
       total = pass(in.pred.data, in.target.data, mask.data, g, n, grad_scale);
     } else {
@@ -172,11 +202,6 @@ term_result<typename Term::value_type> run_term(const Term& term,
     check_targets([&](std::size_t i) { return mask.data[i / frame_size] != T(0); });
   } else {
     const auto& spec = in.weighting;
-    std::size_t frame_size = 0;
-    double total_frames = 0;
-    check_lengths(spec, n, frame_size, total_frames);
-    if (reduction == Reduction::mean) denominator = total_frames * static_cast<double>(frame_size);
-    const T grad_scale = static_cast<T>(scale / denominator);
     const std::size_t sequence_size = spec.max_frames * frame_size;
     for (std::size_t b = 0; b < spec.batch; ++b) {
       const std::size_t offset = b * sequence_size;
@@ -193,7 +218,17 @@ term_result<typename Term::value_type> run_term(const Term& term,
       return i % sequence_size < static_cast<std::size_t>(spec.lengths[i / sequence_size]) * frame_size;
     });
   }
-  return {static_cast<T>(total.value / denominator), denominator};
+  return {static_cast<T>(total.value / plan.denominator), plan.denominator};
+}
+
+/// One term, checked then run. grad: nullopt for the value only.
+template <class Term, class Weighting, class Executor = serial_executor>
+term_result<typename Term::value_type> run_term(
+    const Term& term, const term_inputs<typename Term::value_type, Weighting>& in,
+    const std::optional<mutable_tensor_view<typename Term::value_type>>& grad, Reduction reduction,
+    typename Term::value_type scale, const Executor& executor = Executor{}) {
+  const term_plan plan = plan_term(term, in, grad, reduction);
+  return execute_term(term, in, plan, grad ? grad->data : nullptr, scale, executor);
 }
 
 }  // namespace detail
@@ -223,7 +258,7 @@ constexpr bool check_term_and_inputs() {
 template <class Term, class Inputs>
 auto value(const Term& term, const Inputs& in, Reduction reduction = Reduction::mean) {
   if constexpr (detail::check_term_and_inputs<Term, Inputs>()) {
-    return detail::run_term(term, in, {}, reduction, typename Term::value_type(1));
+    return detail::run_term(term, in, std::nullopt, reduction, typename Term::value_type(1));
   }
 }
 

@@ -2,7 +2,7 @@
 // Binary cross-entropy on logits with a positive-class weight p, as PyTorch's
 // binary_cross_entropy_with_logits(pos_weight = p). For logit x and target y in [0, 1]:
 //   l = -[p y log s(x) + (1 - y) log(1 - s(x))]
-//     = (1 - y) x + (1 + (p - 1) y) (log1p(exp(-|x|)) + max(-x, 0))    (finite for any finite x)
+//     = (1 - y) x + (1 + (p - 1) y) (log1p(exp(-|x|)) + max(-x, 0))    (finite for |x| <= 1e30)
 //   dl/dx = s(x) (1 + (p - 1) y) - p y
 // One exp(-|x|) serves both the value and the sigmoid; both are vectorizable (detail/math.hpp).
 

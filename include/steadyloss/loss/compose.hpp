@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cmath>
+#include <optional>
 #include <cstddef>
 #include <span>
 #include <tuple>
@@ -114,11 +115,13 @@ class composed_loss {
         static_assert(std::tuple_size_v<decltype(Grads::views)> == size,
                       "steadyloss::composed_loss::evaluate: sl::grads(...) needs one gradient per term");
         const auto& outputs = std::get<size>(arguments).views;
-        check_distinct(outputs);
-        return run(executor, arguments, [&](auto index) { return outputs[index]; });
+        return run(executor, arguments, [&](std::size_t index) {
+          return std::optional<mutable_tensor_view<value_type>>(outputs[index]);
+        });
       }
     } else {
-      return run(executor, arguments, [](auto) { return mutable_tensor_view<value_type>{}; });
+      return run(executor, arguments,
+                 [](std::size_t) { return std::optional<mutable_tensor_view<value_type>>(); });
     }
   }
 
@@ -151,26 +154,50 @@ class composed_loss {
   const auto& term() const { return std::get<I>(terms_).term; }
 
  private:
+  // Every term is checked (parameters, sizes, masks, lengths, and each gradient against every
+  // other gradient and every term's inputs) before the first term writes anything.
   template <class Executor, class Arguments, class GradFor>
   composed_result<value_type, size> run(const Executor& executor, const Arguments& arguments,
                                         GradFor grad_for) const {
     composed_result<value_type, size> result;
     result.weights = weights();
-    double total = 0;
+    std::array<detail::term_plan, size> plans;
     [&]<std::size_t... I>(std::index_sequence<I...>) {
       (([&] {
-         const auto& entry = std::get<I>(terms_);
-         const auto& in = std::get<I>(arguments);
-         using Inputs = std::remove_cvref_t<decltype(in)>;
+         using Inputs = std::remove_cvref_t<std::tuple_element_t<I, Arguments>>;
          static_assert(detail::is_term_inputs<Inputs>,
                        "steadyloss::composed_loss::evaluate: pass sl::inputs(pred, target[, mask]) "
                        "for each term");
          static_assert(std::same_as<typename Inputs::value_type, value_type>,
                        "steadyloss::composed_loss::evaluate: the tensors' value_type differs from "
                        "the terms' (float terms need float tensors)");
+         const auto& entry = std::get<I>(terms_);
+         plans[I] = detail::plan_term(entry.term, std::get<I>(arguments), grad_for(I), entry.reduction);
+       }()),
+       ...);
+      for (std::size_t i = 0; i < size; ++i) {
+        const auto grad = grad_for(i);
+        if (!grad) continue;
+        for (std::size_t j = 0; j < size; ++j) {
+          if (j != i) {
+            const auto other = grad_for(j);
+            if (other && detail::overlaps<value_type>(grad->data, grad->size, other->data, other->size))
+              detail::fail<invalid_input>("composed_loss::evaluate: gradients of terms ", i, " and ", j,
+                                          " overlap; each term overwrites its own gradient buffer");
+          }
+        }
+        (check_not_input(*grad, i, I, std::get<I>(arguments)), ...);
+      }
+    }(std::index_sequence_for<Terms...>{});
+
+    double total = 0;
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      (([&] {
+         const auto& entry = std::get<I>(terms_);
+         const auto grad = grad_for(I);
          const term_result<value_type> r =
-             detail::run_term(entry.term, in, grad_for(std::integral_constant<std::size_t, I>{}),
-                              entry.reduction, result.weights[I], executor);
+             detail::execute_term(entry.term, std::get<I>(arguments), plans[I],
+                                  grad ? grad->data : nullptr, result.weights[I], executor);
          result.values[I] = r.value;
          result.denominators[I] = r.denominator;
          total += static_cast<double>(result.weights[I]) * static_cast<double>(r.value);
@@ -181,13 +208,19 @@ class composed_loss {
     return result;
   }
 
-  static void check_distinct(const std::array<mutable_tensor_view<value_type>, size>& outputs) {
-    for (std::size_t i = 0; i < size; ++i)
-      for (std::size_t j = i + 1; j < size; ++j)
-        if (detail::overlaps<value_type>(outputs[i].data, outputs[i].size, outputs[j].data,
-                                         outputs[j].size))
-          detail::fail<invalid_input>("composed_loss::evaluate: gradients of terms ", i, " and ", j,
-                                      " overlap; each term overwrites its own gradient buffer");
+  /// A gradient must not be another term's pred, target or mask: it would be overwritten before
+  /// that term reads it.
+  template <class Inputs>
+  static void check_not_input(const mutable_tensor_view<value_type>& grad, std::size_t grad_term,
+                              std::size_t input_term, const Inputs& in) {
+    bool overlap = detail::overlaps<value_type>(grad.data, grad.size, in.pred.data, in.pred.size) ||
+                   detail::overlaps<value_type>(grad.data, grad.size, in.target.data, in.target.size);
+    if constexpr (requires { in.weighting.weights; })
+      overlap = overlap || detail::overlaps<value_type>(grad.data, grad.size, in.weighting.weights.data,
+                                                        in.weighting.weights.size);
+    if (overlap)
+      detail::fail<invalid_input>("composed_loss::evaluate: the gradient of term ", grad_term,
+                                  " overlaps the inputs of term ", input_term);
   }
 
   template <class Assign>

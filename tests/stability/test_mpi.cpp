@@ -11,20 +11,11 @@
 #include <steadyloss/distributed/mpi.hpp>
 #include <steadyloss/stability/stability.hpp>
 
+#include "report_fields.hpp"
+
 namespace sl = steadyloss;
 
-namespace {
-template <std::size_t N>
-std::vector<double> flatten(const sl::step_report<double, N>& r) {
-  std::vector<double> out{static_cast<double>(r.step), r.loss, r.grad_norm, r.scale, double(r.non_finite),
-                          double(r.is_spike), double(r.skipped), r.smoothed, double(r.should_stop),
-                          double(r.improved), r.best, static_cast<double>(r.best_step),
-                          static_cast<double>(r.wait), static_cast<double>(r.reason), r.stability_score,
-                          r.loss_variance, r.grad_norm_ema, double(r.grad_explosion), r.progress};
-  for (double w : r.weights) out.push_back(w);
-  return out;
-}
-}  // namespace
+using report_fields::flatten;
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);

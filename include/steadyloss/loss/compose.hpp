@@ -8,8 +8,8 @@
 
 #include <array>
 #include <cmath>
-#include <optional>
 #include <cstddef>
+#include <optional>
 #include <span>
 #include <tuple>
 #include <type_traits>
@@ -178,13 +178,11 @@ class composed_loss {
       for (std::size_t i = 0; i < size; ++i) {
         const auto grad = grad_for(i);
         if (!grad) continue;
-        for (std::size_t j = 0; j < size; ++j) {
-          if (j != i) {
-            const auto other = grad_for(j);
-            if (other && detail::overlaps<value_type>(grad->data, grad->size, other->data, other->size))
-              detail::fail<invalid_input>("composed_loss::evaluate: gradients of terms ", i, " and ", j,
-                                          " overlap; each term overwrites its own gradient buffer");
-          }
+        for (std::size_t j = i + 1; j < size; ++j) {
+          const auto other = grad_for(j);
+          if (other && detail::overlaps<value_type>(grad->data, grad->size, other->data, other->size))
+            detail::fail<invalid_input>("composed_loss::evaluate: gradients of terms ", i, " and ", j,
+                                        " overlap; each term overwrites its own gradient buffer");
         }
         (check_not_input(*grad, i, I, std::get<I>(arguments)), ...);
       }

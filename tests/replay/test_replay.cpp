@@ -192,6 +192,24 @@ TEST_CASE("replay: a spike is dampened to threshold x the window mean", "[replay
   CHECK_THAT(rows[4], Catch::EndsWith(",1,4,0"));
 }
 
+TEST_CASE("replay: a loss that settles at a new level is a level shift, not a spike forever", "[replay][output]") {
+  // Window 4, threshold 2: level 1 for steps 0-3, then 3 from step 4 on. Steps 4-6 are spikes
+  // (scale 2/3); step 7, the 4th in a row, becomes the new reference level and later rows pass.
+  const auto path = fixture("shift.csv", "step,loss\n0,1\n1,1\n2,1\n3,1\n4,3\n5,3\n6,3\n7,3\n8,3\n9,3\n");
+  std::ifstream in(path);
+  rp::log_reader reader(in, path);
+  rp::replay_options o;
+  o.spike_window = 4;
+  o.smoothing = 0;
+  std::ostringstream events;
+  const auto s = rp::run_replay(reader, o, events);
+  CHECK(s.spikes == 3);
+  CHECK(s.dampened == 3);
+  CHECK(s.level_shifts == 1);
+  CHECK_THAT(events.str(), Catch::Contains("level shift step 7 (line 9): loss 3 after 4 spikes in a row"));
+  CHECK_THAT(events.str(), Catch::Contains("skipped steps: 0 (0 non-finite), level shifts: 1\n"));
+}
+
 TEST_CASE("replay: non-finite loss is skipped; early stop on validation with best step", "[replay][output]") {
   // Validation 1.0, 0.9, then no improvement by more than min_delta 0.0005: patience 2 stops at
   // the 4th validation value (step 30), best 0.9 at step 10.

@@ -6,6 +6,7 @@
 #include <deque>
 #include <limits>
 #include <random>
+#include <type_traits>
 #include <vector>
 
 #include <steadyloss/stability/spike_dampener.hpp>
@@ -69,6 +70,81 @@ TEMPLATE_TEST_CASE("SpikeDampener modes skip and report, explicit warm-up", "[st
   CHECK(quick.update(TestType(1)).warming_up);
   CHECK(quick.update(TestType(1)).warming_up);
   CHECK(quick.update(TestType(5)).is_spike);
+}
+
+TEMPLATE_TEST_CASE("SpikeDampener: a run of level_shift_after spikes is a new level, not a spike",
+                   "[stability][spike][level]", sl::detect::mean_ratio, sl::detect::median_ratio) {
+  // Window 4, threshold 2: level 1, then the loss settles at 3 (a new data phase).
+  sl::SpikeDampener<double, TestType> spikes({.window = 4, .threshold = 2.0});
+  for (int i = 0; i < 4; ++i) spikes.update(1.0);
+  for (int i = 0; i < 3; ++i) {  // three spikes, dampened to the limit 2
+    const auto d = spikes.update(3.0);
+    CHECK(d.is_spike);
+    CHECK_FALSE(d.level_shift);
+    CHECK(d.scale == Approx(2.0 / 3.0));
+  }
+  CHECK(spikes.consecutive_spikes() == 3);
+  spikes.update(std::numeric_limits<double>::quiet_NaN());  // a NaN neither breaks nor extends the run
+  CHECK(spikes.consecutive_spikes() == 3);
+  auto d = spikes.update(3.5);  // the 4th (= window) consecutive spike: accepted as the new level
+  CHECK(d.level_shift);
+  CHECK_FALSE(d.is_spike);
+  CHECK_FALSE(d.skipped);
+  CHECK(d.scale == 1.0);
+  CHECK(d.effective == 3.5);
+  CHECK(spikes.level_shifts() == 1);
+  CHECK(spikes.consecutive_spikes() == 0);
+  // The reference restarted from the run 3, 3, 3, 3.5: mean 3.125 (limit 6.25), median 3 (limit 6).
+  const double limit = std::is_same_v<TestType, sl::detect::mean_ratio> ? 6.25 : 6.0;
+  d = spikes.update(3.2);
+  CHECK_FALSE(d.is_spike);
+  CHECK(d.limit == Approx(limit));
+  d = spikes.update(7.0);  // a spike against the new level
+  CHECK(d.is_spike);
+  CHECK(spikes.spikes() == 4);
+}
+
+TEST_CASE("SpikeDampener: isolated spikes never add up to a level shift, shorter runs re-warm", "[stability][spike][level]") {
+  sl::SpikeDampener<double> spikes({.window = 4, .threshold = 2.0, .mode = sl::spike_mode::skip});
+  for (int i = 0; i < 4; ++i) spikes.update(1.0);
+  for (int i = 0; i < 20; ++i) {  // spike, spike, spike, normal, ...: the run restarts every time
+    const auto d = spikes.update(i % 4 == 3 ? 1.0 : 5.0);
+    CHECK_FALSE(d.level_shift);
+    CHECK(d.skipped == (i % 4 != 3));
+  }
+  CHECK(spikes.level_shifts() == 0);
+
+  // level_shift_after 2 < warmup 4: the reference restarts from 2 values and warms up again.
+  sl::SpikeDampener<double> quick({.window = 4, .threshold = 2.0, .level_shift_after = 2});
+  for (int i = 0; i < 4; ++i) quick.update(1.0);
+  CHECK(quick.update(4.0).is_spike);
+  CHECK(quick.update(4.0).level_shift);
+  CHECK(quick.update(4.0).warming_up);  // 3 of 4 values
+  CHECK(quick.update(20.0).warming_up);  // 4 of 4: mean 8
+  const auto d = quick.update(17.0);
+  CHECK_FALSE(d.warming_up);
+  CHECK(d.limit == Approx(16.0));
+  CHECK(d.is_spike);
+}
+
+TEST_CASE("SpikeDampener in skip mode recovers from a level shift that would otherwise freeze it",
+          "[stability][spike][level]") {
+  // A model whose loss can only change when a step is taken: skip mode would freeze it forever
+  // if the dampener kept calling the new level a spike.
+  sl::SpikeDampener<double> spikes({.window = 10, .threshold = 2.0, .mode = sl::spike_mode::skip});
+  double loss = 1.0;
+  int taken = 0;
+  for (int step = 0; step < 100; ++step) {
+    if (step == 30) loss = 4.0;  // a new loss term switched on
+    const auto d = spikes.update(loss);
+    if (!d.skipped) {
+      ++taken;
+      loss *= 0.999;
+    }
+  }
+  CHECK(spikes.level_shifts() == 1);
+  CHECK(spikes.skips() == 9);
+  CHECK(taken == 91);
 }
 
 TEST_CASE("SpikeDampener median ratio ignores an outlier the mean does not", "[stability][spike]") {

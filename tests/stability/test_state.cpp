@@ -27,7 +27,7 @@ template <class T, std::size_t N>
 bool same_report(const sl::step_report<T, N>& a, const sl::step_report<T, N>& b) {
   bool same = a.step == b.step && same_bits(a.loss, b.loss) && same_bits(a.grad_norm, b.grad_norm) &&
               same_bits(a.scale, b.scale) && a.non_finite == b.non_finite && a.is_spike == b.is_spike &&
-              a.skipped == b.skipped && same_bits(a.smoothed, b.smoothed) && a.should_stop == b.should_stop &&
+              a.level_shift == b.level_shift && a.skipped == b.skipped && same_bits(a.smoothed, b.smoothed) && a.should_stop == b.should_stop &&
               a.improved == b.improved && same_bits(a.best, b.best) && a.best_step == b.best_step &&
               a.wait == b.wait && a.reason == b.reason && same_bits(a.stability_score, b.stability_score) &&
               same_bits(a.loss_variance, b.loss_variance) && same_bits(a.grad_norm_ema, b.grad_norm_ema) &&
@@ -36,8 +36,9 @@ bool same_report(const sl::step_report<T, N>& a, const sl::step_report<T, N>& b)
   return same;
 }
 
-// A deterministic noisy, slowly decreasing two-term loss with spikes every 37 steps and a NaN
-// every 101 steps (a cheap LCG, so the sequence is the same on every platform).
+// A deterministic noisy, slowly decreasing two-term loss with spikes every 37 steps, a NaN every
+// 101 steps and a level shift (x3) from step 700 on (a cheap LCG, so the sequence is the same on
+// every platform).
 template <class T>
 struct loss_stream {
   std::uint64_t state = 12345;
@@ -51,6 +52,7 @@ struct loss_stream {
     const double level = 1.0 + 3.0 / (1.0 + 0.01 * step);
     r.values = {static_cast<T>(level * (0.9 + 0.2 * uniform())), static_cast<T>(0.3 * (0.9 + 0.2 * uniform()))};
     if (step % 37 == 36) r.values[0] *= T(8);
+    if (step >= 700) r.values[0] *= T(3);
     if (step % 101 == 100) r.values[1] = std::numeric_limits<T>::quiet_NaN();
     r.weights = {T(35), T(1)};
     r.denominators = {100.0, 100.0};
@@ -109,25 +111,31 @@ auto make_pipeline() {
 
 TEMPLATE_TEST_CASE("A restored stable pipeline repeats every later report bit for bit", "[stability][state]", float,
                    double) {
-  check_resume([] { return sl::presets::stable_stabilizer<TestType>(); }, 1000, {0, 1, 7, 123, 500, 999});
-  check_resume([] { return make_pipeline<TestType, sl::detect::mean_ratio>(); }, 1000, {5, 640});
-  check_resume([] { return make_pipeline<TestType, sl::detect::median_ratio>(); }, 1000, {5, 640});
-  check_resume([] { return make_pipeline<TestType, sl::detect::zscore>(); }, 1000, {5, 640});
+  check_resume([] { return sl::presets::stable_stabilizer<TestType>(); }, 1000, {0, 1, 7, 123, 500, 704, 999});
+  check_resume([] { return make_pipeline<TestType, sl::detect::mean_ratio>(); }, 1000, {5, 705});
+  check_resume([] { return make_pipeline<TestType, sl::detect::median_ratio>(); }, 1000, {5, 705});
+  check_resume([] { return make_pipeline<TestType, sl::detect::zscore>(); }, 1000, {5, 705});
   check_resume([] { return make_pipeline<TestType, sl::detect::ema_zscore>(); }, 1000, {5, 640});
 }
 
-TEST_CASE("The run being resumed exercises spikes, NaNs and skips", "[stability][state]") {
+TEST_CASE("The run being resumed exercises spikes, NaNs, skips and a level shift", "[stability][state]") {
   auto guard = sl::presets::stable_stabilizer<double>();
   loss_stream<double> stream;
-  int spikes = 0, non_finite = 0;
+  int spikes = 0, non_finite = 0, level_shifts = 0, first_shift = -1;
   for (int i = 0; i < 1000; ++i) {
     double g = 0;
     const auto r = guard.update(stream.next(g), g);
     spikes += r.is_spike;
     non_finite += r.non_finite;
+    level_shifts += r.level_shift;
+    if (r.level_shift && first_shift < 0) first_shift = i;
   }
   CHECK(spikes >= 20);
   CHECK(non_finite == 9);
+  CHECK(level_shifts == 1);
+  // The 10th spike of the new level (steps 700-710; the NaN at 706 does not count); checkpoints
+  // 704 and 705 fall inside the run.
+  CHECK(first_shift == 710);
 }
 
 TEST_CASE("Corrupted, truncated, wrong-version or mismatched states are rejected whole", "[stability][state]") {

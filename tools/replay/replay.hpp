@@ -34,6 +34,7 @@ struct replay_options {
   std::size_t spike_window = 10;
   double spike_threshold = 2.0;
   spike_mode spikes = spike_mode::dampen;
+  std::size_t level_shift_after = 0;  ///< consecutive spikes taken as a new level; 0 = spike_window
   double smoothing = 0.1;
   double weight_lo = 0.7, weight_hi = 1.3;  ///< AdaptiveWeight bounds (used when term columns are given)
   enum class monitor_choice { automatic, loss, validation } monitor = monitor_choice::automatic;
@@ -43,7 +44,7 @@ struct replay_options {
 
 struct replay_summary {
   long long rows = 0, train_steps = 0, validation_points = 0;
-  long long spikes = 0, skipped = 0, non_finite = 0, dampened = 0;
+  long long spikes = 0, skipped = 0, non_finite = 0, dampened = 0, level_shifts = 0;
   double mean_dampened_scale = 0;
   bool stopped = false;
   double stop_step = 0;
@@ -89,7 +90,8 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
   const EarlyStopper<double> stopper({.patience = o.patience, .min_delta = o.min_delta, .mode = o.mode});
   const EarlyStopper<double> inactive({.patience = std::numeric_limits<int>::max(), .min_delta = o.min_delta,
                                        .mode = o.mode, .stop_on_non_finite = false});
-  const SpikeDampener<double> dampener({.window = o.spike_window, .threshold = o.spike_threshold, .mode = o.spikes});
+  const SpikeDampener<double> dampener({.window = o.spike_window, .threshold = o.spike_threshold, .mode = o.spikes,
+                                           .level_shift_after = o.level_shift_after});
   const EmaSmoother<double> smoother({.factor = o.smoothing});
   using guard_type = typename guard_for<N>::type;
   guard_type guard = [&] {
@@ -152,6 +154,11 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
           else if (r.skipped) events << ", step skipped (scale 0)\n";
           else events << ", reported (scale 1)\n";
         }
+      } else if (r.level_shift) {
+        ++s.level_shifts;
+        if (!o.quiet)
+          events << "level shift " << where << ": " << loss_name << " " << number(*row.loss) << " after "
+                 << dampener.settings().level_shift_after << " spikes in a row: the new reference level\n";
       }
       if (r.skipped) ++s.skipped;
       if (r.scale > 0 && r.scale < 1) {
@@ -245,7 +252,9 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
   for (std::size_t i = 0; i < N; ++i) events << (i ? ", '" : ", terms '") << reader.term_column(i) << "'";
   events << "\n";
   events << "  spikes: " << s.spikes << " (" << s.dampened << " dampened, mean scale " << number(s.mean_dampened_scale)
-         << "), skipped steps: " << s.skipped << " (" << s.non_finite << " non-finite)\n";
+         << "), skipped steps: " << s.skipped << " (" << s.non_finite << " non-finite)";
+  if (s.level_shifts > 0) events << ", level shifts: " << s.level_shifts;
+  events << "\n";
   if (s.stopped) {
     events << "  early stop: step " << number(s.stop_step) << " (line " << s.stop_line << "), " << s.reason << ", on "
            << monitored << "; " << s.rows_after_stop << " later rows would not have been trained";

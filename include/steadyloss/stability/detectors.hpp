@@ -1,6 +1,7 @@
 #pragma once
 // Spike detectors for SpikeDampener, one interface: ready() (warm-up done), limit() (a value
-// above it is a spike), accept(x) (a non-spike value enters the reference), on_spike(x).
+// above it is a spike), accept(x) (a non-spike value enters the reference), on_spike(x),
+// clear() (forget every value: the start of a new level).
 //
 //   mean_ratio    x > threshold * mean(window)             (default; the original rule)
 //   median_ratio  x > threshold * median(window)           (robust to one outlier in the window)
@@ -31,6 +32,10 @@ struct spike_config {
   double threshold = 2.0;       ///< ratio detectors: spike iff x > threshold * reference (> 1)
   spike_mode mode = spike_mode::dampen;
   std::size_t warmup = 0;       ///< accepted values before any decision; 0 = window
+  /// A run of this many consecutive spikes is a new level, not a spike: the reference restarts
+  /// from the run's values (the last `window` of them) and the step is accepted. 0 = window.
+  /// Without it a loss that settles above threshold x its old level would be scaled forever.
+  std::size_t level_shift_after = 0;
   double sigma_factor = 6.0;    ///< zscore: k
   double alpha = 0.97;          ///< ema_zscore: EMA weight of history, in (0, 1)
   double z_threshold = 2.5;     ///< ema_zscore: z
@@ -79,6 +84,7 @@ struct mean_ratio {
   double limit() const { return threshold_ * stats_.mean(); }
   void accept(double x) { stats_.push(x); }
   void on_spike(double) {}
+  void clear() { stats_.clear(); }
   void save(state_writer& out) const { detail::save_window(out, stats_); }
   void load(state_reader& in) { detail::load_window(in, stats_); }
 
@@ -99,6 +105,7 @@ struct median_ratio {
   double limit() const { return threshold_ * window_.median(); }
   void accept(double x) { window_.push(x); }
   void on_spike(double) {}
+  void clear() { window_.clear(); }
   void save(state_writer& out) const {
     out.put_int("count", static_cast<long long>(window_.size()));
     out.put_int("next", static_cast<long long>(window_.next()));
@@ -134,6 +141,7 @@ struct zscore {
   double limit() const { return stats_.mean() + k_ * std::sqrt(stats_.sample_variance()); }
   void accept(double x) { stats_.push(x); }
   void on_spike(double) {}
+  void clear() { stats_.clear(); }
   void save(state_writer& out) const { detail::save_window(out, stats_); }
   void load(state_reader& in) { detail::load_window(in, stats_); }
 
@@ -170,6 +178,7 @@ struct ema_zscore {
     variance_ = alpha_ * variance_ + (1.0 - alpha_) * (g - mean_) * (g - mean_);
   }
   void on_spike(double) { accept(limit()); }
+  void clear() { count_ = 0, mean_ = variance_ = 0; }
   void save(state_writer& out) const {
     out.put_int("count", static_cast<long long>(count_));
     out.put("mean", mean_);

@@ -9,10 +9,17 @@
 // A non-finite loss or gradient norm always gives scale 0 (skip). Spikes and non-finite values
 // never enter the reference window. Warm-up is explicit: no step is flagged before the detector
 // holds `warmup` accepted values (default: window); until then every finite value is accepted.
+// A level shift is not a spike: after `level_shift_after` consecutive spikes (default: window;
+// non-finite steps neither extend nor break the run) the reference restarts from the run's last
+// `window` values and that step is accepted with scale 1 and `level_shift` set. Otherwise a loss
+// that settles above threshold x its old level (a new data phase, a loss term switched on) would
+// be scaled, or in skip mode frozen, forever.
 
 #include <cmath>
+#include <algorithm>
 #include <cstddef>
 #include <string_view>
+#include <vector>
 
 #include "../core/errors.hpp"
 #include "detectors.hpp"
@@ -29,6 +36,7 @@ struct spike_decision {
   bool skipped = false;     ///< scale == 0
   bool non_finite = false;
   bool warming_up = false;  ///< the detector could not decide yet
+  bool level_shift = false; ///< a run of spikes became the new reference level (scale 1)
   T limit{};                ///< the detector's limit this step (0 during warm-up)
   T effective{};            ///< the loss after dampening
 };
@@ -45,19 +53,22 @@ class SpikeDampener {
   using config = spike_config;
 
   SpikeDampener() : SpikeDampener(config{}) {}
-  explicit SpikeDampener(config c) : config_(validated(c)), detector_(config_) {}
+  explicit SpikeDampener(config c)
+      : config_(validated(c)), detector_(config_), run_values_(config_.window) {}
 
   /// One step: the loss and, for gradient-norm detectors, the gradient norm.
   spike_decision<T> update(T loss, T grad_norm = T(0)) {
     const auto d = decide(static_cast<double>(loss), static_cast<double>(grad_norm),
                           std::isfinite(loss) && std::isfinite(grad_norm));
-    return {static_cast<T>(d.scale), d.is_spike, d.skipped, d.non_finite, d.warming_up,
+    return {static_cast<T>(d.scale), d.is_spike, d.skipped, d.non_finite, d.warming_up, d.level_shift,
             static_cast<T>(d.limit), static_cast<T>(d.effective)};
   }
 
   long long spikes() const { return spikes_; }
   long long skips() const { return skips_; }
   long long consecutive_skips() const { return consecutive_skips_; }
+  long long consecutive_spikes() const { return consecutive_spikes_; }
+  long long level_shifts() const { return level_shifts_; }
   const config& settings() const { return config_; }
 
   template <std::size_t N>
@@ -66,6 +77,7 @@ class SpikeDampener {
     const auto d = decide(ctx.effective, ctx.grad_norm, ctx.finite);
     ctx.scale *= d.scale;
     ctx.is_spike = ctx.is_spike || d.is_spike;
+    ctx.level_shift = ctx.level_shift || d.level_shift;
     ctx.skipped = d.skipped;
     ctx.effective = d.effective;
   }
@@ -76,9 +88,13 @@ class SpikeDampener {
     out.put("threshold", config_.threshold);
     out.put("mode", static_cast<double>(config_.mode));
     out.put("warmup", static_cast<double>(detail::effective_warmup(config_)));
+    out.put("level_shift_after", static_cast<double>(config_.level_shift_after));
     out.put_int("spikes", spikes_);
     out.put_int("skips", skips_);
     out.put_int("consecutive_skips", consecutive_skips_);
+    out.put_int("consecutive_spikes", consecutive_spikes_);
+    out.put_int("level_shifts", level_shifts_);
+    out.put_doubles("run_values", run_values_);
     out.begin(Detector::name);
     detector_.save(out);
     out.end(Detector::name);
@@ -90,31 +106,40 @@ class SpikeDampener {
     in.expect_config(name, "threshold", config_.threshold);
     in.expect_config(name, "mode", static_cast<double>(config_.mode));
     in.expect_config(name, "warmup", static_cast<double>(detail::effective_warmup(config_)));
+    in.expect_config(name, "level_shift_after", static_cast<double>(config_.level_shift_after));
     const long long spikes = in.get_int("spikes");
     const long long skips = in.get_int("skips");
     const long long consecutive = in.get_int("consecutive_skips");
+    const long long run = in.get_int("consecutive_spikes");
+    const long long shifts = in.get_int("level_shifts");
+    auto run_values = in.get_doubles("run_values", run_values_.size());
     in.begin(Detector::name);
     Detector detector = detector_;
     detector.load(in);
     in.end(Detector::name);
     in.end(name);
-    if (spikes < 0 || skips < 0 || consecutive < 0 || consecutive > skips)
+    if (spikes < 0 || skips < 0 || consecutive < 0 || consecutive > skips || run < 0 || run > spikes ||
+        run >= static_cast<long long>(config_.level_shift_after) || shifts < 0)
       detail::fail<invalid_input>("steadyloss state: SpikeDampener counters are inconsistent");
     spikes_ = spikes;
     skips_ = skips;
     consecutive_skips_ = consecutive;
+    consecutive_spikes_ = run;
+    level_shifts_ = shifts;
+    run_values_.swap(run_values);
     detector_ = detector;
   }
 
  private:
   struct raw_decision {
     double scale = 1;
-    bool is_spike = false, skipped = false, non_finite = false, warming_up = false;
+    bool is_spike = false, skipped = false, non_finite = false, warming_up = false, level_shift = false;
     double limit = 0, effective = 0;
   };
 
-  static const config& validated(const config& c) {
+  static config validated(config c) {
     if (c.window == 0) detail::fail<invalid_parameter>("SpikeDampener: window must be > 0, got 0");
+    if (c.level_shift_after == 0) c.level_shift_after = c.window;
     if (c.warmup > c.window && !Detector::watches_grad_norm)
       detail::fail<invalid_parameter>("SpikeDampener: warmup must be <= window (", c.window, "), got ", c.warmup);
     if (c.mode != spike_mode::dampen && c.mode != spike_mode::skip && c.mode != spike_mode::report)
@@ -135,9 +160,17 @@ class SpikeDampener {
       if (!detector_.ready()) {
         d.warming_up = true;
         detector_.accept(x);
+        consecutive_spikes_ = 0;
       } else {
         d.limit = detector_.limit();
-        if (x > d.limit) {
+        if (!(x > d.limit)) {
+          detector_.accept(x);
+          consecutive_spikes_ = 0;
+        } else if (remember_spike(x)) {  // the run is long enough: its level is the new normal
+          d.level_shift = true;
+          ++level_shifts_;
+          restart_from_run();
+        } else {
           d.is_spike = true;
           ++spikes_;
           if (config_.mode == spike_mode::skip || (config_.mode == spike_mode::dampen && !(d.limit > 0))) {
@@ -148,8 +181,6 @@ class SpikeDampener {
             if (!Detector::watches_grad_norm) d.effective = d.limit;
           }
           detector_.on_spike(x);
-        } else {
-          detector_.accept(x);
         }
       }
     }
@@ -162,11 +193,29 @@ class SpikeDampener {
     return d;
   }
 
+  // Keeps x in the ring of the current run's values; true when the run reaches level_shift_after.
+  bool remember_spike(double x) {
+    run_values_[static_cast<std::size_t>(consecutive_spikes_) % run_values_.size()] = x;
+    return static_cast<std::size_t>(++consecutive_spikes_) >= config_.level_shift_after;
+  }
+  // The reference restarts from the run's last `window` values, oldest first.
+  void restart_from_run() {
+    const auto size = run_values_.size();
+    const auto run = static_cast<std::size_t>(consecutive_spikes_);
+    const std::size_t kept = std::min(run, size);
+    detector_.clear();
+    for (std::size_t i = run - kept; i < run; ++i) detector_.accept(run_values_[i % size]);
+    consecutive_spikes_ = 0;
+  }
+
   config config_;
   Detector detector_;
+  std::vector<double> run_values_;  ///< ring of the current run of spikes (window slots)
   long long spikes_ = 0;
   long long skips_ = 0;
   long long consecutive_skips_ = 0;
+  long long consecutive_spikes_ = 0;
+  long long level_shifts_ = 0;
 };
 
 }  // namespace steadyloss

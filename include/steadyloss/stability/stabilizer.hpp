@@ -267,6 +267,7 @@ class basic_stabilizer {
     r.scale = static_cast<value_type>(ctx.scale);
     r.non_finite = !ctx.finite;
     r.is_spike = ctx.is_spike;
+    r.level_shift = ctx.level_shift;
     r.skipped = ctx.skipped;
     r.smoothed = static_cast<value_type>(ctx.has_smoothed ? ctx.smoothed : ctx.effective);
     r.weights.fill(value_type(1));

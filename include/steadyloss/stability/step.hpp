@@ -48,6 +48,7 @@ struct step_report {
   T scale = T(1);           ///< multiply the gradients by this; 0 = skip the optimizer step
   bool non_finite = false;  ///< loss, a term value or the gradient norm was NaN/Inf (on any rank)
   bool is_spike = false;    ///< the detector flagged this step
+  bool level_shift = false; ///< SpikeDampener: a run of spikes became the new reference level
   bool skipped = false;     ///< scale == 0: the step should not update the model
   T smoothed{};             ///< EmaSmoother's debiased value (the loss itself without one)
   std::array<T, N> weights{};  ///< AdaptiveWeight's multipliers for the next evaluation
@@ -79,6 +80,7 @@ struct step_context {
 
   double scale = 1;
   bool is_spike = false;
+  bool level_shift = false;
   bool skipped = false;
   double effective = 0;       ///< the loss the model trains on: loss, or the dampened limit
   bool has_smoothed = false;

@@ -48,6 +48,12 @@ class windowed_stats {
     next_ = next_ + 1 == capacity ? 0 : next_ + 1;
   }
 
+  /// Empties the window (keeps its storage).
+  void clear() {
+    count_ = next_ = replacements_ = 0;
+    mean_ = m2_ = 0;
+  }
+
   std::size_t size() const { return count_; }
   std::size_t capacity() const { return values_.size(); }
   bool full() const { return count_ == values_.size(); }
@@ -106,6 +112,9 @@ class window_median {
     insert(slot);
     next_ = next_ + 1 == capacity ? 0 : next_ + 1;
   }
+
+  /// Empties the window (keeps its storage).
+  void clear() { count_ = next_ = low_size_ = high_size_ = 0; }
 
   std::size_t size() const { return count_; }
   std::size_t capacity() const { return values_.size(); }

@@ -156,6 +156,37 @@ TEST_CASE("Stabilizer without a SpikeDampener passes a NaN on to the EarlyStoppe
   CHECK(guard.get<sl::EmaSmoother<double>>().steps() == 1);  // the NaN did not enter the EMA
 }
 
+TEST_CASE("Behind a SpikeDampener, one NaN is skipped but patience NaNs in a row stop the run",
+          "[stability][stabilizer]") {
+  auto guard = sl::presets::stable_stabilizer<double>();  // patience 25
+  const auto step = [&](double loss, double grad_norm = 1.0) {
+    const std::array<double, 2> terms{loss, 0.1};
+    return guard.update(loss, std::span<const double>(terms), grad_norm);
+  };
+  const double nan = std::nan("");
+  double loss = 2.0;  // improving by 1% a step: patience never runs out on the finite steps
+  for (int i = 0; i < 20; ++i) step(loss *= 0.99);
+  // A lone NaN is skipped and the run goes on.
+  auto r = step(nan);
+  CHECK(r.skipped);
+  CHECK_FALSE(r.should_stop);
+  CHECK_FALSE(step(loss *= 0.99).should_stop);
+  // 24 non-finite steps in a row, broken by one finite step, then 25 in a row: the 25th stops.
+  for (int i = 0; i < 24; ++i) CHECK_FALSE(step(nan).should_stop);
+  CHECK_FALSE(step(loss *= 0.99).should_stop);
+  for (int i = 0; i < 24; ++i) CHECK_FALSE(step(loss, std::numeric_limits<double>::infinity()).should_stop);
+  r = step(nan);
+  CHECK(r.skipped);
+  CHECK(r.should_stop);
+  CHECK(r.reason == sl::stop_reason::non_finite);
+
+  // stop_on_non_finite = false keeps the old behaviour: skipped forever, never stopped.
+  sl::Stabilizer<sl::SpikeDampener<double>, sl::EarlyStopper<double>> lenient(
+      sl::SpikeDampener<double>{}, sl::EarlyStopper<double>({.patience = 3, .stop_on_non_finite = false}));
+  for (int i = 0; i < 10; ++i) lenient.update(loss *= 0.99, 1.0);
+  for (int i = 0; i < 100; ++i) CHECK_FALSE(lenient.update(nan, 1.0).should_stop);
+}
+
 namespace {
 // Stand-ins for an all-reduce in one process: `twin` is a second rank with identical inputs;
 // `peer_non_finite` is a second rank whose step was non-finite (flag 1, contributions 0).

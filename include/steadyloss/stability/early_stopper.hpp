@@ -12,7 +12,11 @@
 // margin is |min_delta| * |best| (ignite's "rel" mode). Observations before step start_from are
 // ignored (Keras' start_from_epoch). The stop latches: once stopped, later updates change
 // nothing and keep reporting should_stop.
+// Inside a Stabilizer, a step an earlier policy skipped (a spike, a NaN) is not observed: one bad
+// batch must not end the run. But with stop_on_non_finite, max(patience, 1) non-finite steps in a
+// row stop it (non_finite), so a loss that stays NaN behind a SpikeDampener still ends.
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <type_traits>
@@ -100,10 +104,15 @@ class EarlyStopper {
   template <std::size_t N>
   void on_step(detail::step_context<N>& ctx) {
     if (ctx.skipped) {
-      ++step_;
+      const long long step = step_++;
       improved_ = false;
+      non_finite_run_ = ctx.finite ? 0 : non_finite_run_ + 1;
+      if (!stopped_ && config_.stop_on_non_finite && step >= config_.start_from &&
+          non_finite_run_ >= std::max(config_.patience, 1))
+        stop(step, stop_reason::non_finite);
       return;
     }
+    non_finite_run_ = 0;
     if constexpr (std::is_same_v<Monitor, monitor::loss>) observe(ctx.effective);
     else observe(ctx.has_smoothed ? ctx.smoothed : ctx.effective);
   }
@@ -130,6 +139,7 @@ class EarlyStopper {
     out.put_bool("improved", improved_);
     out.put_int("stop_step", stop_step_);
     out.put_int("reason", static_cast<long long>(reason_));
+    out.put_int("non_finite_run", non_finite_run_);
     out.end(name);
   }
   void load(state_reader& in) {
@@ -145,9 +155,11 @@ class EarlyStopper {
     const bool improved = in.get_bool("improved");
     const long long stop_step = in.get_int("stop_step");
     const long long reason = in.get_int("reason");
+    const long long non_finite_run = in.get_int("non_finite_run");
     in.end(name);
     if (step < 0 || best_step < -1 || best_step >= step || wait < 0 || std::isnan(best) || reason < 0 ||
-        reason > static_cast<long long>(stop_reason::patience) || stopped != (reason != 0))
+        reason > static_cast<long long>(stop_reason::patience) || stopped != (reason != 0) || non_finite_run < 0 ||
+        non_finite_run > step)
       detail::fail<invalid_input>("steadyloss state: EarlyStopper values are inconsistent");
     step_ = step;
     best_ = best;
@@ -157,6 +169,7 @@ class EarlyStopper {
     improved_ = improved;
     stop_step_ = stop_step;
     reason_ = static_cast<stop_reason>(reason);
+    non_finite_run_ = non_finite_run;
   }
 
  private:
@@ -207,6 +220,7 @@ class EarlyStopper {
   bool improved_ = false;
   long long stop_step_ = -1;
   stop_reason reason_ = stop_reason::none;
+  long long non_finite_run_ = 0;  ///< skipped non-finite steps in a row (inside a Stabilizer)
 };
 
 }  // namespace steadyloss

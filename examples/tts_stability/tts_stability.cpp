@@ -4,6 +4,8 @@
 //
 //   tts_stability [--full] [--seeds N] [--steps N] [--threads N] [--out DIR] [--configs a,b,...]
 //                 [--early-stop-on validation|train] [--target X] [--eval-every N] [--lr X]
+//   investigation: [--huber-delta X] [--spike-mode dampen|skip] [--weight-rule share_and_rate|dwa]
+//                  [--adam-beta2 X] [--optimizer adam|sgd] [--corrupt P]
 //
 // Writes DIR/results.md (the table), DIR/runs.csv (one row per run), DIR/steps.csv (one row per
 // step), DIR/curves.csv and DIR/curves.png (baseline vs stable), progress on stderr.
@@ -61,6 +63,9 @@ struct study_settings {
   double variability_from = 0.2;  // variability is measured from this fraction of the step budget on
   double huber_delta = 0;         // > 0: overrides the presets' Huber delta (an investigation, not a preset)
   bool sgd = false;               // plain SGD instead of Adam
+  double beta2 = 0.999;           // Adam's second-moment history weight
+  sl::spike_mode spike_mode = sl::spike_mode::dampen;  // what a configuration with spike detection does
+  sl::weight_rule weight_rule = sl::weight_rule::share_and_rate;
   bool early_stop_on_train = false;
   std::string out = "tts_stability_out";
   std::vector<std::string> only;  // configuration names to run (empty: all)
@@ -173,6 +178,7 @@ run_record run(const configuration& config, const study_settings& s, int seed, M
   tts::model params(s.hidden, rng);
   tts::model grads = tts::model::zeros_like(params), best = params;
   tts::adam optimizer(params, s.learning_rate);
+  optimizer.beta2 = s.beta2;
 
   auto loss = sl::compose(sl::term(mel_term, float(p.mel_weight)), sl::term(stop_term, float(p.stop_weight)));
   const auto validation_loss = loss;  // multipliers stay 1: the monitor keeps one scale all run
@@ -182,10 +188,11 @@ run_record run(const configuration& config, const study_settings& s, int seed, M
   auto guard = sl::presets::stable_stabilizer_type<float>(
       sl::SpikeDampener<float>({.window = p.spike_window > 0 ? p.spike_window : 10,
                                 .threshold = p.spike_threshold,
-                                .mode = p.spike_window > 0 ? sl::spike_mode::dampen : sl::spike_mode::report}),
+                                .mode = p.spike_window > 0 ? s.spike_mode : sl::spike_mode::report}),
       sl::EmaSmoother<float>({.factor = p.smoothing}),
       sl::AdaptiveWeight<2, float>({.lo = p.adaptive_weights ? p.weight_lo : 1.0,
-                                    .hi = p.adaptive_weights ? p.weight_hi : 1.0}),
+                                    .hi = p.adaptive_weights ? p.weight_hi : 1.0,
+                                    .rule = s.weight_rule}),
       sl::EarlyStopper<float>({.patience = s.early_stop_on_train ? p.patience : std::numeric_limits<int>::max(),
                                .min_delta = p.min_delta}),
       sl::StabilityMetrics<float>{});
@@ -536,7 +543,8 @@ void write_outputs(const std::vector<configuration>& configs, const std::vector<
                "usage: tts_stability [--full] [--seeds N] [--steps N] [--threads N] [--out DIR]\n"
                "                     [--configs NAME,NAME,...] [--early-stop-on validation|train]\n"
                "                     [--target X] [--eval-every N] [--lr X] [--optimizer adam|sgd]\n"
-               "                     [--corrupt P] [--huber-delta X] [--list]\n",
+               "                     [--corrupt P] [--huber-delta X] [--spike-mode dampen|skip]\n"
+               "                     [--weight-rule share_and_rate|dwa] [--adam-beta2 X] [--list]\n",
                message);
   std::exit(2);
 }
@@ -577,8 +585,18 @@ int main(int argc, char** argv) {
       const std::string v = next();
       if (v != "adam" && v != "sgd") usage("--optimizer: adam or sgd");
       s.sgd = v == "sgd";
-    }
-    else if (arg == "--out") s.out = next();
+    } else if (arg == "--spike-mode") {
+      const std::string v = next();
+      if (v != "dampen" && v != "skip") usage("--spike-mode: dampen or skip");
+      s.spike_mode = v == "skip" ? sl::spike_mode::skip : sl::spike_mode::dampen;
+    } else if (arg == "--adam-beta2") {
+      s.beta2 = number(0);
+      if (!(s.beta2 < 1)) usage("--adam-beta2: a value in [0, 1)");
+    } else if (arg == "--weight-rule") {
+      const std::string v = next();
+      if (v != "share_and_rate" && v != "dwa") usage("--weight-rule: share_and_rate or dwa");
+      s.weight_rule = v == "dwa" ? sl::weight_rule::dwa : sl::weight_rule::share_and_rate;
+    } else if (arg == "--out") s.out = next();
     else if (arg == "--early-stop-on") {
       const std::string v = next();
       if (v != "train" && v != "validation") usage("--early-stop-on: train or validation");

@@ -6,6 +6,9 @@
 //   roof/copy         g[i] = a[i] + b[i]: the memory limit a read-two-write-one pass is held against
 //   sum/{blocked,naive,kahan}  the cost of accurate float accumulation (value-only MSE, sum)
 // steadyloss_mt is sl::parallel_executor with one thread per core (serial below 64K per thread).
+// steadyloss_baseline / steadyloss_avx2: the same serial pass capped to that kernel variant
+// (sl::limit_cpu_isa; baseline = the build's own flags), registered when this CPU runs a wider
+// one: what run-time dispatch buys.
 // The torch implementations live in bench_losses_torch.cpp (g++ only: LibTorch 1.13's headers do
 // not compile with clang 14 in C++20 mode) and are linked in when LibTorch is found.
 #if __has_include(<xsimd/xsimd.hpp>)
@@ -14,6 +17,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 
 #include <Eigen/Core>
 #include <xtensor/xadapt.hpp>
@@ -177,6 +181,25 @@ float sum_kahan(bench::elementwise_data& d, std::size_t n) {
   return sum;
 }
 
+// --- the kernel variants (cpu_isa.hpp) --------------------------------------------------------------
+template <class Body>
+auto capped(sl::cpu_isa isa, Body body) {
+  return [isa, body](bench::elementwise_data& d, std::size_t n) {
+    sl::limit_cpu_isa(isa);
+    const float value = body(d, n);
+    sl::limit_cpu_isa(sl::cpu_isa::avx512);
+    return value;
+  };
+}
+
+template <bool BinaryTargets, class Body>
+void register_variants(const std::string& case_name, Body body) {
+  for (const auto isa : {sl::cpu_isa::baseline, sl::cpu_isa::avx2})
+    if ((isa == sl::cpu_isa::baseline || sl::build_cpu_isa < isa) && isa < sl::detected_cpu_isa())
+      bench::register_sizes(case_name, "steadyloss_" + std::string(sl::to_string(isa)),
+                            value_grad_case<BinaryTargets>(capped(isa, body)));
+}
+
 // --- the two-term TTS loss -------------------------------------------------------------------------
 void tts_composed_steadyloss(benchmark::State& state) {
   bench::tts_batch b;
@@ -197,11 +220,13 @@ void tts_composed_steadyloss(benchmark::State& state) {
 int main(int argc, char** argv) {
   bench::register_sizes("huber_value_grad", "steadyloss", value_grad_case<false>(huber_steadyloss));
   bench::register_sizes("huber_value_grad", "steadyloss_mt", value_grad_case<false>(huber_steadyloss_mt));
+  register_variants<false>("huber_value_grad", huber_steadyloss);
   bench::register_sizes("huber_value_grad", "loop", value_grad_case<false>(huber_loop));
   bench::register_sizes("huber_value_grad", "eigen", value_grad_case<false>(huber_eigen));
   bench::register_sizes("huber_value_grad", "xtensor", value_grad_case<false>(huber_xtensor));
   bench::register_sizes("bce_value_grad", "steadyloss", value_grad_case<true>(bce_steadyloss));
   bench::register_sizes("bce_value_grad", "steadyloss_mt", value_grad_case<true>(bce_steadyloss_mt));
+  register_variants<true>("bce_value_grad", bce_steadyloss);
   bench::register_sizes("bce_value_grad", "loop", value_grad_case<true>(bce_loop));
   bench::register_sizes("bce_value_grad", "eigen", value_grad_case<true>(bce_eigen));
   bench::register_sizes("bce_value_grad", "xtensor", value_grad_case<true>(bce_xtensor));

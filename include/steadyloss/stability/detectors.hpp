@@ -178,7 +178,10 @@ struct ema_zscore {
     variance_ = alpha_ * variance_ + (1.0 - alpha_) * (g - mean_) * (g - mean_);
   }
   void on_spike(double) { accept(limit()); }
-  void clear() { count_ = 0, mean_ = variance_ = 0; }
+  void clear() {
+    count_ = 0;
+    mean_ = variance_ = 0;
+  }
   void save(state_writer& out) const {
     out.put_int("count", static_cast<long long>(count_));
     out.put("mean", mean_);

@@ -15,8 +15,8 @@
 // that settles above threshold x its old level (a new data phase, a loss term switched on) would
 // be scaled, or in skip mode frozen, forever.
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <string_view>
 #include <vector>
@@ -163,7 +163,7 @@ class SpikeDampener {
         consecutive_spikes_ = 0;
       } else {
         d.limit = detector_.limit();
-        if (!(x > d.limit)) {
+        if (x <= d.limit) {
           detector_.accept(x);
           consecutive_spikes_ = 0;
         } else if (remember_spike(x)) {  // the run is long enough: its level is the new normal

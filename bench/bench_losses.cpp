@@ -194,10 +194,14 @@ auto capped(sl::cpu_isa isa, Body body) {
 
 template <bool BinaryTargets, class Body>
 void register_variants(const std::string& case_name, Body body) {
-  for (const auto isa : {sl::cpu_isa::baseline, sl::cpu_isa::avx2})
-    if ((isa == sl::cpu_isa::baseline || sl::build_cpu_isa < isa) && std::max(isa, sl::build_cpu_isa) < sl::detected_cpu_isa())
+  // A row where the cap changes the variant; "baseline" is the build's own flags, so an avx2 row
+  // exists only for a build below AVX2.
+  for (const auto isa : {sl::cpu_isa::baseline, sl::cpu_isa::avx2}) {
+    const sl::cpu_isa capped_to = std::max(isa, sl::build_cpu_isa);
+    if ((isa == sl::cpu_isa::baseline || capped_to == isa) && capped_to < sl::detected_cpu_isa())
       bench::register_sizes(case_name, "steadyloss_" + std::string(sl::to_string(isa)),
                             value_grad_case<BinaryTargets>(capped(isa, body)));
+  }
 }
 
 // --- the two-term TTS loss -------------------------------------------------------------------------

@@ -32,9 +32,9 @@ def means(binary, config, flags, out):
     """Mean final error, steps to target (600 for runs that never get there), held-out variability."""
     subprocess.run([binary, "--configs", config, *flags, "--out", out], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    rows = [line.rstrip("\n").split(",") for line in open(os.path.join(out, "runs.csv"))]
-    header, rows = rows[0], [r for r in rows[1:] if r[header.index("config")] == config]
-    col = {name: header.index(name) for name in header}
+    lines = [line.rstrip("\n").split(",") for line in open(os.path.join(out, "runs.csv"))]
+    col = {name: i for i, name in enumerate(lines[0])}
+    rows = [r for r in lines[1:] if r[col["config"]] == config]
     n = len(rows)
     final = sum(float(r[col["final_heldout_mel_l1"]]) for r in rows) / n
     steps = sum(float(r[col["steps_to_target"]]) if float(r[col["steps_to_target"]]) >= 0 else 600.0

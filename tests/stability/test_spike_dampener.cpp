@@ -242,4 +242,6 @@ TEST_CASE("SpikeDampener rejects bad parameters", "[stability][spike][errors]") 
   CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::zscore>({.sigma_factor = 0.0})), sl::invalid_parameter);
   CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::ema_zscore>({.alpha = 1.0})), sl::invalid_parameter);
   CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::median_ratio>({.window = 0})), sl::invalid_parameter);
+  CHECK_THROWS_WITH(sl::SpikeDampener<double>({.level_shift_after = 1}),
+                    Catch::Contains("level_shift_after must be 0 (= window) or >= 2, got 1"));
 }

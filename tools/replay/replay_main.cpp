@@ -25,7 +25,7 @@ const char* const usage_text =
     "  --patience N (25)  --min-delta X (0.0005)  --mode min|max (min)\n"
     "  --monitor auto|loss|validation (auto: validation if the log has a validation column)\n"
     "  --spike-window N (10)  --spike-threshold X (2.0)  --spike-mode dampen|skip|report (dampen)\n"
-    "  --level-shift-after N (spike window: that many spikes in a row are a new level)\n"
+    "  --level-shift-after N (spike window; >= 2: that many spikes in a row are a new level)\n"
     "  --smoothing F (0.1, weight of history; 0 = off)  --weight-bounds LO,HI (0.7,1.3)\n"
     "output:\n"
     "  --output FILE.csv   annotated CSV (one row per data row)\n"
@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
       options.spike_window = std::size_t(w);
     } else if (arg == "--level-shift-after") {
       const double n = number_arg(arg, value());
-      if (!(n >= 1 && n <= 1e9) || n != double(long(n))) fail_usage("--level-shift-after: a whole number >= 1");
+      if (!(n >= 2 && n <= 1e9) || n != double(long(n))) fail_usage("--level-shift-after: a whole number >= 2");
       options.level_shift_after = std::size_t(n);
     } else if (arg == "--spike-threshold") options.spike_threshold = number_arg(arg, value());
     else if (arg == "--spike-mode") {

@@ -139,6 +139,9 @@ class SpikeDampener {
 
   static config validated(config c) {
     if (c.window == 0) detail::fail<invalid_parameter>("SpikeDampener: window must be > 0, got 0");
+    if (c.level_shift_after == 1)
+      detail::fail<invalid_parameter>("SpikeDampener: level_shift_after must be 0 (= window) or >= 2, got 1 "
+                                      "(every spike would be taken as a new level)");
     if (c.level_shift_after == 0) c.level_shift_after = c.window;
     if (c.warmup > c.window && !Detector::watches_grad_norm)
       detail::fail<invalid_parameter>("SpikeDampener: warmup must be <= window (", c.window, "), got ", c.warmup);

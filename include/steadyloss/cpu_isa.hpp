@@ -15,7 +15,9 @@
 #include <atomic>
 #include <string_view>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(__CUDACC__) && \
+// nvcc's host pass keeps the dispatch (tested), so .cu and .cpp files of one program agree; the
+// MSVC ABI (clang-cl) lacks the runtime behind __builtin_cpu_supports; HIP is untested.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(_MSC_VER) && \
     !defined(__HIPCC__) && !defined(STEADYLOSS_NO_ISA_DISPATCH)
 #define STEADYLOSS_ISA_DISPATCH 1
 #else

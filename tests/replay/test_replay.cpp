@@ -206,7 +206,7 @@ TEST_CASE("replay: a loss that settles at a new level is a level shift, not a sp
   CHECK(s.spikes == 3);
   CHECK(s.dampened == 3);
   CHECK(s.level_shifts == 1);
-  CHECK_THAT(events.str(), Catch::Contains("level shift step 7 (line 9): loss 3 after 4 spikes in a row"));
+  CHECK_THAT(events.str(), Catch::Contains("level shift step 7 (line 9): loss 3 after 3 spikes in a row"));
   CHECK_THAT(events.str(), Catch::Contains("skipped steps: 0 (0 non-finite), level shifts: 1\n"));
 }
 

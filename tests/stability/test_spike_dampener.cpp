@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <deque>
 #include <limits>
 #include <random>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include <steadyloss/stability/spike_dampener.hpp>
+#include <steadyloss/stability/stabilizer.hpp>
 
 namespace sl = steadyloss;
 
@@ -125,6 +127,26 @@ TEST_CASE("SpikeDampener: isolated spikes never add up to a level shift, shorter
   CHECK_FALSE(d.warming_up);
   CHECK(d.limit == Approx(16.0));
   CHECK(d.is_spike);
+}
+
+TEST_CASE("SpikeDampener level shifts: window 1 still flags spikes, SIZE_MAX never shifts and resumes",
+          "[stability][spike][level]") {
+  sl::SpikeDampener<double> one({.window = 1, .threshold = 2.0});  // level_shift_after: at least 2
+  CHECK(one.settings().level_shift_after == 2);
+  one.update(1.0);
+  CHECK(one.update(100.0).is_spike);
+  CHECK(one.update(1.0).scale == 1.0);  // the run ended: no shift
+  CHECK(one.update(50.0).is_spike);
+  CHECK(one.level_shifts() == 0);
+
+  sl::SpikeDampener<double> never({.window = 3, .threshold = 2.0, .level_shift_after = SIZE_MAX});
+  for (int i = 0; i < 3; ++i) never.update(1.0);
+  for (int i = 0; i < 50; ++i) CHECK(never.update(5.0).is_spike);
+  CHECK(never.level_shifts() == 0);
+  sl::SpikeDampener<double> resumed({.window = 3, .threshold = 2.0, .level_shift_after = SIZE_MAX});
+  sl::restore_state(resumed, sl::save_state(never));
+  CHECK(resumed.consecutive_spikes() == 50);
+  CHECK(resumed.update(5.0).is_spike);
 }
 
 TEST_CASE("SpikeDampener in skip mode recovers from a level shift that would otherwise freeze it",

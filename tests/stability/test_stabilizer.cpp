@@ -180,6 +180,16 @@ TEST_CASE("Behind a SpikeDampener, one NaN is skipped but patience NaNs in a row
   CHECK(r.should_stop);
   CHECK(r.reason == sl::stop_reason::non_finite);
 
+  // Non-finite steps before start_from are ignored, as observations are: the run counts from there.
+  sl::Stabilizer<sl::SpikeDampener<double>, sl::EarlyStopper<double>> late(
+      sl::SpikeDampener<double>{}, sl::EarlyStopper<double>({.patience = 5, .start_from = 20}));
+  double level = 2.0;
+  for (int i = 0; i < 12; ++i) late.update(level *= 0.99, 1.0);
+  for (int i = 12; i < 24; ++i) CHECK_FALSE(late.update(nan, 1.0).should_stop);  // steps 20-23: a run of 4
+  const auto last = late.update(nan, 1.0);  // step 24: the 5th from start_from
+  CHECK(last.should_stop);
+  CHECK(last.reason == sl::stop_reason::non_finite);
+
   // stop_on_non_finite = false keeps the old behaviour: skipped forever, never stopped.
   sl::Stabilizer<sl::SpikeDampener<double>, sl::EarlyStopper<double>> lenient(
       sl::SpikeDampener<double>{}, sl::EarlyStopper<double>({.patience = 3, .stop_on_non_finite = false}));

@@ -158,7 +158,7 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
         ++s.level_shifts;
         if (!o.quiet)
           events << "level shift " << where << ": " << loss_name << " " << number(*row.loss) << " after "
-                 << dampener.settings().level_shift_after << " spikes in a row: the new reference level\n";
+                 << dampener.settings().level_shift_after - 1 << " spikes in a row: the new reference level\n";
       }
       if (r.skipped) ++s.skipped;
       if (r.scale > 0 && r.scale < 1) {

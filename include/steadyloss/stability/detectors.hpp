@@ -33,8 +33,8 @@ struct spike_config {
   spike_mode mode = spike_mode::dampen;
   std::size_t warmup = 0;       ///< accepted values before any decision; 0 = window
   /// A run of this many consecutive spikes is a new level, not a spike: the reference restarts
-  /// from the run's values (the last `window` of them) and the step is accepted. 0 = window;
-  /// >= 2; SIZE_MAX never. Without it a loss that settles above threshold x its old level would
+  /// from the run's values (the last `window` of them) and the step is accepted. 0 = window (at
+  /// least 2); otherwise >= 2; SIZE_MAX never. Without it a loss that settles above threshold x its old level would
   /// be scaled forever.
   std::size_t level_shift_after = 0;
   double sigma_factor = 6.0;    ///< zscore: k

@@ -13,8 +13,9 @@
 // ignored (Keras' start_from_epoch). The stop latches: once stopped, later updates change
 // nothing and keep reporting should_stop.
 // Inside a Stabilizer, a step an earlier policy skipped (a spike, a NaN) is not observed: one bad
-// batch must not end the run. But with stop_on_non_finite, max(patience, 1) non-finite steps in a
-// row stop it (non_finite), so a loss that stays NaN behind a SpikeDampener still ends.
+// batch must not end the run (with patience >= 2). But with stop_on_non_finite, max(patience, 1)
+// non-finite steps in a row from start_from on stop it (non_finite), so a loss that stays NaN
+// behind a SpikeDampener still ends.
 
 #include <algorithm>
 #include <cmath>
@@ -106,9 +107,9 @@ class EarlyStopper {
     if (ctx.skipped) {
       const long long step = step_++;
       improved_ = false;
+      if (step < config_.start_from) return;  // ignored, as observations are
       non_finite_run_ = ctx.finite ? 0 : non_finite_run_ + 1;
-      if (!stopped_ && config_.stop_on_non_finite && step >= config_.start_from &&
-          non_finite_run_ >= std::max(config_.patience, 1))
+      if (!stopped_ && config_.stop_on_non_finite && non_finite_run_ >= std::max(config_.patience, 1))
         stop(step, stop_reason::non_finite);
       return;
     }

@@ -9,9 +9,10 @@
 // A non-finite loss or gradient norm always gives scale 0 (skip). Spikes and non-finite values
 // never enter the reference window. Warm-up is explicit: no step is flagged before the detector
 // holds `warmup` accepted values (default: window); until then every finite value is accepted.
-// A level shift is not a spike: after `level_shift_after` consecutive spikes (default: window;
-// non-finite steps neither extend nor break the run) the reference restarts from the run's last
-// `window` values and that step is accepted with scale 1 and `level_shift` set. Otherwise a loss
+// A level shift is not a spike: after `level_shift_after` consecutive spikes (default: window, at
+// least 2; non-finite steps neither extend nor break the run) the reference restarts from the
+// run's last `window` values (a one-off O(window) step; with fewer than `warmup` values it warms
+// up again) and that step is accepted with scale 1 and `level_shift` set. Otherwise a loss
 // that settles above threshold x its old level (a new data phase, a loss term switched on) would
 // be scaled, or in skip mode frozen, forever.
 
@@ -119,7 +120,7 @@ class SpikeDampener {
     in.end(Detector::name);
     in.end(name);
     if (spikes < 0 || skips < 0 || consecutive < 0 || consecutive > skips || run < 0 || run > spikes ||
-        run >= static_cast<long long>(config_.level_shift_after) || shifts < 0)
+        static_cast<std::size_t>(run) >= config_.level_shift_after || shifts < 0)
       detail::fail<invalid_input>("steadyloss state: SpikeDampener counters are inconsistent");
     spikes_ = spikes;
     skips_ = skips;
@@ -142,7 +143,7 @@ class SpikeDampener {
     if (c.level_shift_after == 1)
       detail::fail<invalid_parameter>("SpikeDampener: level_shift_after must be 0 (= window) or >= 2, got 1 "
                                       "(every spike would be taken as a new level)");
-    if (c.level_shift_after == 0) c.level_shift_after = c.window;
+    if (c.level_shift_after == 0) c.level_shift_after = c.window < 2 ? 2 : c.window;
     if (c.warmup > c.window && !Detector::watches_grad_norm)
       detail::fail<invalid_parameter>("SpikeDampener: warmup must be <= window (", c.window, "), got ", c.warmup);
     if (c.mode != spike_mode::dampen && c.mode != spike_mode::skip && c.mode != spike_mode::report)

@@ -1,7 +1,7 @@
 #pragma once
 // The resume format of every step policy and of the Stabilizer: versioned, portable text.
 //
-//   steadyloss-state 1
+//   steadyloss-state 2
 //   begin EmaSmoother
 //   factor 0x1.999999999999ap-4
 //   steps 17
@@ -32,7 +32,7 @@
 
 namespace steadyloss {
 
-inline constexpr int state_format_version = 1;
+inline constexpr int state_format_version = 2;  // 2: level shifts, non-finite runs
 
 namespace detail {
 

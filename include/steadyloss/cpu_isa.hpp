@@ -15,9 +15,10 @@
 #include <atomic>
 #include <string_view>
 
-// nvcc's host pass keeps the dispatch (tested), so .cu and .cpp files of one program agree; the
-// MSVC ABI (clang-cl) lacks the runtime behind __builtin_cpu_supports; HIP is untested.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(_MSC_VER) && \
+// nvcc's host pass keeps the dispatch (tested), so .cu and .cpp files of one program agree. Not on
+// Windows: clang-cl lacks the runtime behind __builtin_cpu_supports, and MinGW gcc misaligns AVX
+// stack spills (gcc bug 54412). HIP is untested.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(_WIN32) && \
     !defined(__HIPCC__) && !defined(STEADYLOSS_NO_ISA_DISPATCH)
 #define STEADYLOSS_ISA_DISPATCH 1
 #else

@@ -185,10 +185,8 @@ float sum_kahan(bench::elementwise_data& d, std::size_t n) {
 template <class Body>
 auto capped(sl::cpu_isa isa, Body body) {
   return [isa, body](bench::elementwise_data& d, std::size_t n) {
-    sl::limit_cpu_isa(isa);
-    const float value = body(d, n);
-    sl::limit_cpu_isa(sl::cpu_isa::avx512);
-    return value;
+    const sl::scoped_cpu_isa_limit cap(isa);
+    return body(d, n);
   };
 }
 

@@ -8,6 +8,7 @@
 //   sl::detected_cpu_isa()             // what this CPU can run
 //   sl::active_cpu_isa()               // what the kernels use now
 //   sl::limit_cpu_isa(sl::cpu_isa::avx2);  // cap it: to compare paths, or to match another machine
+//   sl::scoped_cpu_isa_limit cap(sl::cpu_isa::baseline);  // the same for one scope
 //
 // The paths differ in speed and, through fused multiply-add, in the last bits of a result (as a
 // -march=native build does); sums keep the same order on every path.
@@ -75,6 +76,19 @@ inline std::atomic<cpu_isa> cpu_isa_limit{cpu_isa::avx512};
 /// Caps the variant the kernels use from now on, on every thread (the default cap is avx512; a
 /// cap below build_cpu_isa means build_cpu_isa).
 inline void limit_cpu_isa(cpu_isa limit) noexcept { detail::cpu_isa_limit.store(limit, std::memory_order_relaxed); }
+
+/// Caps the variant for a scope and restores the cap before it at the end (to compare paths).
+class scoped_cpu_isa_limit {
+ public:
+  explicit scoped_cpu_isa_limit(cpu_isa limit) noexcept
+      : previous_(detail::cpu_isa_limit.exchange(limit, std::memory_order_relaxed)) {}
+  ~scoped_cpu_isa_limit() { limit_cpu_isa(previous_); }
+  scoped_cpu_isa_limit(const scoped_cpu_isa_limit&) = delete;
+  scoped_cpu_isa_limit& operator=(const scoped_cpu_isa_limit&) = delete;
+
+ private:
+  cpu_isa previous_;
+};
 
 /// The variant the kernels use: the detected one, capped by limit_cpu_isa, never below the build's.
 inline cpu_isa active_cpu_isa() noexcept {

@@ -22,14 +22,22 @@ inline real huber_grad(real pred, real target, real delta) {
 
 inline real sigmoid(real x) { return 1.0L / (1.0L + std::exp(-x)); }
 
-/// -[p y log s(x) + (1 - y) log(1 - s(x))], with log s(x) = -log1p(exp(-x)) written stably.
+/// log s(x) = -log(1 + exp(-x)), from the definition; beyond long double's exp range (e^11356)
+/// log(1 + exp(-x)) is -x to every digit.
+inline real log_sigmoid(real x) { return -x > 11000 ? x : -std::log1p(std::exp(-x)); }
+
+/// -[p y log s(x) + (1 - y) log(1 - s(x))], with log(1 - s(x)) = log s(-x): each log is taken of
+/// its own sigmoid, so nothing cancels, even for confident logits.
 inline real bce(real x, real y, real pos_weight) {
-  const real log_sigmoid = x >= 0 ? -std::log1p(std::exp(-x)) : x - std::log1p(std::exp(x));
-  const real log_one_minus_sigmoid = log_sigmoid - x;
-  return -(pos_weight * y * log_sigmoid + (1 - y) * log_one_minus_sigmoid);
+  return -(pos_weight * y * log_sigmoid(x) + (1 - y) * log_sigmoid(-x));
 }
+/// d/dx of bce: (1 - y) s(x) - p y (1 - s(x)), with 1 - s(x) = s(-x).
 inline real bce_grad(real x, real y, real pos_weight) {
-  return sigmoid(x) * (1 + (pos_weight - 1) * y) - pos_weight * y;
+  return (1 - y) * sigmoid(x) - pos_weight * y * sigmoid(-x);
+}
+/// The size of the two terms bce_grad subtracts: the scale its rounding error is relative to.
+inline real bce_grad_scale(real x, real y, real pos_weight) {
+  return (1 - y) * sigmoid(x) + pos_weight * y * sigmoid(-x);
 }
 inline real smooth(real y, real eps) { return y * (1 - eps) + eps / 2; }
 

@@ -136,6 +136,63 @@ TEMPLATE_TEST_CASE("BalancedBCE stays finite and exact at extreme logits", "[ter
   CHECK(term.grad(T(-80), T(0)) == Approx(std::exp(-80.0)).epsilon(1e-5));
 }
 
+TEMPLATE_TEST_CASE("BalancedBCE keeps its relative accuracy over the whole range of logits", "[terms][extreme]",
+                   float, double) {
+  // (1 - y) x + ... (PyTorch's form) cancels for confident negatives: in float it gave 0 instead
+  // of ~7e-8 for logits in [-17, -16] with y = 0, and 5% off at x = -13.9.
+  using T = TestType;
+  using limits = std::numeric_limits<T>;
+  const double relative = sizeof(T) == 4 ? 1e-6 : 1e-14;  // a few ulp of T
+  // exp results below the smallest normal flush to 0 (an error below min() per unit of weight).
+  const double floor = 6 * double(limits::min());
+  std::vector<T> logits{T(0), limits::denorm_min(), limits::max(), T(-16.5), T(-13.9), T(-17)};
+  for (int exponent = limits::min_exponent - limits::digits; exponent <= limits::max_exponent; ++exponent)
+    for (double mantissa : {0.5, 0.61, 0.77, 0.93})
+      logits.push_back(static_cast<T>(std::ldexp(mantissa, exponent)));
+  for (T x = T(-120); x <= T(120); x += T(0.37)) logits.push_back(x);
+  const std::size_t positive = logits.size();
+  for (std::size_t i = 0; i < positive; ++i) logits.push_back(-logits[i]);
+
+  for (const T pos_weight : {T(1), T(5)}) {
+    for (const T eps : {T(0), T(0.05)}) {
+      const sl::LabelSmoothing term{sl::BalancedBCE<T>{.pos_weight = pos_weight}, eps};
+      for (const T label : {T(0), T(1), T(0.3)}) {
+        const reference::real y = reference::smooth(label, eps);
+        int checked = 0;
+        for (const T x : logits) {
+          const reference::real want = reference::bce(x, y, pos_weight);
+          const auto got = sl::detail::value_and_grad(term, x, label);
+          INFO("logit " << x << " label " << label << " eps " << eps << " pos_weight " << pos_weight);
+          // A smoothed target is rounded to T (|dy| <= epsilon), which moves the value by up to
+          // dy (softplus(x) + p softplus(-x)) and the gradient by dy (s(x) + p s(-x)), whatever
+          // the formula.
+          const double dy = eps == T(0) ? 0.0 : double(limits::epsilon());
+          if (want <= reference::real(limits::max())) {  // else p |x| overflows T, as documented
+            const double moved =
+                dy == 0 ? 0.0 : dy * double(-reference::log_sigmoid(-x) - pos_weight * reference::log_sigmoid(x));
+            CHECK(std::fabs(double(got.value) - double(want)) <= relative * double(want) + moved + floor);
+            ++checked;
+          }
+          const reference::real want_grad = reference::bce_grad(x, y, pos_weight);
+          const double scale = double(reference::bce_grad_scale(x, y, pos_weight));
+          const double moved = dy == 0 ? 0.0 : dy * double(reference::sigmoid(x) + pos_weight * reference::sigmoid(-x));
+          CHECK(std::fabs(double(got.grad) - double(want_grad)) <= relative * scale + moved + floor);
+        }
+        CHECK(checked > 500);
+      }
+    }
+  }
+
+  // The fused pass keeps it: confident negatives average to ~7e-8, not 0.
+  const auto negatives = reference::uniform<T>(1000, T(-17), T(-16), 21);
+  const std::vector<T> zeros(negatives.size(), T(0));
+  reference::real want = 0;
+  for (const T x : negatives) want += reference::bce(x, 0, 5);
+  want /= negatives.size();
+  CHECK(sl::value(sl::BalancedBCE<T>{}, sl::inputs(negatives, zeros)).value ==
+        Approx(double(want)).epsilon(relative));
+}
+
 TEMPLATE_TEST_CASE("NaN and Inf predictions propagate as documented", "[terms][extreme]", float,
                    double) {
   using T = TestType;
@@ -149,9 +206,12 @@ TEMPLATE_TEST_CASE("NaN and Inf predictions propagate as documented", "[terms][e
   // Huber of an infinite error: infinite value, bounded gradient (as PyTorch).
   CHECK(sl::Huber<T>{}.value(inf, T(0)) == inf);
   CHECK(sl::Huber<T>{}.grad(-inf, T(0)) == T(-1));
-  // BCE at +-Inf follows PyTorch's formula: (1 - y) x + ... is NaN where it is 0 * Inf or Inf - Inf.
+  // BCE at +-Inf: infinite where the loss diverges, NaN where the formula reads 0 * Inf (a loss
+  // of 0 * Inf: right with certainty, and wrong with weight 0).
   CHECK(sl::BalancedBCE<T>{}.value(inf, T(0)) == inf);
+  CHECK(sl::BalancedBCE<T>{}.value(-inf, T(1)) == inf);
   CHECK(std::isnan(sl::BalancedBCE<T>{}.value(inf, T(1))));
+  CHECK(std::isnan(sl::BalancedBCE<T>{}.value(-inf, T(0))));
   CHECK(sl::BalancedBCE<T>{}.grad(inf, T(0)) == T(1));
   CHECK(sl::BalancedBCE<T>{}.grad(-inf, T(1)) == T(-5));
 }

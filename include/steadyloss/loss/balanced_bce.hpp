@@ -2,9 +2,14 @@
 // Binary cross-entropy on logits with a positive-class weight p, as PyTorch's
 // binary_cross_entropy_with_logits(pos_weight = p). For logit x and target y in [0, 1]:
 //   l = -[p y log s(x) + (1 - y) log(1 - s(x))]
-//     = (1 - y) x + (1 + (p - 1) y) (log1p(exp(-|x|)) + max(-x, 0))    (finite for |x| <= 1e30)
-//   dl/dx = s(x) (1 + (p - 1) y) - p y
-// One exp(-|x|) serves both the value and the sigmoid; both are vectorizable (detail/math.hpp).
+//     = (1 - y) softplus(x) + p y softplus(-x),  softplus(z) = max(z, 0) + log1p(exp(-|z|))
+//   dl/dx = (1 - y) s(x) - p y (1 - s(x))            (= s(x) (1 + (p - 1) y) - p y)
+// PyTorch's form, (1 - y) x + (1 + (p - 1) y) (log1p(exp(-|x|)) + max(-x, 0)), subtracts two
+// numbers near |x| for a confident negative (x << 0, y = 0) and loses its small value in float
+// (0 instead of 7e-8 at x = -16.5); the softplus form only adds non-negative numbers. Likewise
+// s(x) and 1 - s(x) are each computed without subtraction, so the gradient of a confident
+// positive keeps its relative accuracy. One exp(-|x|) serves value and gradient; both are
+// vectorizable (detail/math.hpp). Finite for |x| up to 1e30 (in float, until p |x| overflows).
 
 #include <concepts>
 #include <string_view>
@@ -35,11 +40,15 @@ struct BalancedBCE {
     const T magnitude = detail::abs(logit);
     const T e = detail::exp_nonpositive(-magnitude);  // in [0, 1]
     const bool negative = logit < T(0);
-    const T log_weight = T(1) + (pos_weight - T(1)) * target;
-    const T softplus_neg = detail::log1p_unit(e) + detail::zero_unless(negative, magnitude);  // log(1 + e^-x)
-    const T sigmoid = detail::select_bits(negative, e, T(1)) / (T(1) + e);
-    return {(T(1) - target) * logit + log_weight * softplus_neg,
-            sigmoid * log_weight - pos_weight * target};
+    const T shared = detail::log1p_unit(e);            // softplus(x) and softplus(-x) differ only in max(., 0)
+    const T softplus_pos = shared + detail::zero_unless(!negative, magnitude);  // log(1 + e^x)
+    const T softplus_neg = shared + detail::zero_unless(negative, magnitude);   // log(1 + e^-x)
+    const T reciprocal = T(1) / (T(1) + e);
+    const T sigmoid = detail::select_bits(negative, e, T(1)) * reciprocal;             // s(x)
+    const T sigmoid_complement = detail::select_bits(negative, T(1), e) * reciprocal;  // 1 - s(x)
+    const T negative_weight = T(1) - target, positive_weight = pos_weight * target;
+    return {negative_weight * softplus_pos + positive_weight * softplus_neg,
+            negative_weight * sigmoid - positive_weight * sigmoid_complement};
   }
 
   STEADYLOSS_HOST_DEVICE T value(T logit, T target) const noexcept {

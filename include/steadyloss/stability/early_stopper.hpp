@@ -1,17 +1,45 @@
 #pragma once
-// EarlyStopper: PyTorch Lightning's EarlyStopping rule, per step. Each observed value x goes
-// through Lightning's checks in Lightning's order (EarlyStopping._evaluate_stopping_criteria):
+// EarlyStopper: PyTorch Lightning's EarlyStopping rule, per step, with ignite's and Keras'
+// options. Each observed value x goes through Lightning's checks in Lightning's order
+// (EarlyStopping._evaluate_stopping_criteria):
 //   1. stop_on_non_finite and x is NaN/Inf                      -> stop (non_finite)
 //   2. stopping_threshold set and x better than it (strictly)   -> stop (stopping_threshold)
 //   3. divergence_threshold set and x worse than it (strictly)  -> stop (divergence_threshold)
-//   4. improved: min mode x < best - |min_delta|, max mode x > best + |min_delta| (strict; the
-//      sign of min_delta never matters)                         -> best = x, wait = 0, improved
+//   4. x improves on best by more than min_delta                -> best = x, wait = 0, improved
 //   5. otherwise wait += 1; stop when wait >= patience          -> stop (patience)
-// best starts at +inf (min) / -inf (max), or at the baseline when one is given (then the run
-// stops unless it beats the baseline within patience observations). With relative_min_delta the
-// margin is |min_delta| * |best| (ignite's "rel" mode). Observations before step start_from are
-// ignored (Keras' start_from_epoch). The stop latches: once stopped, later updates change
-// nothing and keep reporting should_stop.
+// "Improves on r": min mode x + d < r, max mode x - d > r, with d = abs(min_delta): Lightning's
+// expression (`current - min_delta` against best, min_delta negated in min mode), strict. The
+// sign of min_delta is ignored, as Keras does (Lightning would let a negative one accept worse
+// values).
+//
+// Precision: every comparison and the sum x + d are computed in T, the monitored value's type,
+// with min_delta, the baseline and the thresholds rounded to T once, at construction. That is
+// Lightning's arithmetic: it logs a Python float as a float32 tensor (float64 if that is torch's
+// default dtype) and compares with torch ops in that dtype, a Python-float operand rounded to
+// it. So EarlyStopper<float> decides ties as Lightning's float32 default does and
+// EarlyStopper<double> as a float64 run (and as Keras' and ignite's Python floats, up to the
+// form of the sum: ignite compares x with best - d). Inside a Stabilizer the monitored value is
+// rounded to T first: the value the report shows is the value compared.
+//
+// Options, each against its peer:
+// - baseline: by default the starting best, so the run stops unless it beats the baseline by
+//   more than min_delta within patience observations. With baseline_gates_wait (Keras 3's
+//   rule), best is tracked from the first value as without a baseline and an improvement resets
+//   the wait count only if it also improves on the baseline; otherwise it adds one to it (Keras
+//   counts every observation) without a patience check, and best/best_step still follow it, so
+//   the weights to restore are the best seen even when none beat the baseline.
+// - cumulative_delta (default true, Lightning's and Keras' rule, ignite's cumulative=True):
+//   min_delta counts from the last value that counted as an improvement. With false (ignite's
+//   default), a value better than best by no more than min_delta still becomes best (improved,
+//   best_step) but the wait count goes on: min_delta then counts from the best value seen.
+// - relative_min_delta: the margin scales with best (ignite's threshold_mode="rel"). Improving
+//   on r means x < r * (1 - d) in min mode and x > r * (1 + d) in max mode for r >= 0, ignite's
+//   expression with the factor rounded to T once; for r < 0 the factors swap (our rule: ignite's
+//   would move the bar the wrong way, accepting worse values), so the margin is always
+//   d * abs(r) toward better. While best is still infinite any better value improves on it.
+// - start_from: observations before this step are ignored (Keras' start_from_epoch).
+// `improved` means this step's value became best: save the model's weights now. The stop
+// latches: once stopped, later updates change nothing and keep reporting should_stop.
 // Inside a Stabilizer, a step an earlier policy skipped (a spike, a NaN) is not observed: one bad
 // batch must not end the run (with patience >= 2). But with stop_on_non_finite, max(patience, 1)
 // non-finite steps in a row from start_from on stop it (non_finite), so a loss that stays NaN
@@ -20,9 +48,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string_view>
 #include <type_traits>
 #include <utility>
-#include <string_view>
 
 #include "../core/errors.hpp"
 #include "state_io.hpp"
@@ -51,6 +79,9 @@ struct stop_decision {
 
 template <class T = float, class Monitor = monitor::automatic>
 class EarlyStopper {
+  static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
+                "steadyloss::EarlyStopper<T>: T must be float or double");
+
  public:
   using value_type = T;
   using kind = policy_kind::early_stopper;
@@ -65,26 +96,40 @@ class EarlyStopper {
     // NaN = not set. (Plain doubles, not std::optional: GCC 12 warns maybe-uninitialized on
     // optionals inside aggregates, which would break users' -Werror builds.)
     double baseline = std::numeric_limits<double>::quiet_NaN();
+    bool baseline_gates_wait = false;           ///< Keras 3's baseline rule (see above)
     double stopping_threshold = std::numeric_limits<double>::quiet_NaN();
     double divergence_threshold = std::numeric_limits<double>::quiet_NaN();
     bool stop_on_non_finite = true;             ///< Lightning's check_finite
     long long start_from = 0;                   ///< ignore observations before this step
-    bool relative_min_delta = false;
+    bool relative_min_delta = false;            ///< ignite's threshold_mode="rel"
+    bool cumulative_delta = true;               ///< false: ignite's default (see above)
   };
 
   EarlyStopper() : EarlyStopper(config{}) {}
   explicit EarlyStopper(config c) : config_(c) {
     if (c.patience < 0) detail::fail<invalid_parameter>("EarlyStopper: patience must be >= 0, got ", c.patience);
-    if (!std::isfinite(c.min_delta))
-      detail::fail<invalid_parameter>("EarlyStopper: min_delta must be finite, got ", c.min_delta);
-    if (c.start_from < 0)
-      detail::fail<invalid_parameter>("EarlyStopper: start_from must be >= 0, got ", c.start_from);
-    reset_best();
+    if (!std::isfinite(to_value(std::fabs(c.min_delta))))
+      detail::fail<invalid_parameter>("EarlyStopper: min_delta must be finite in the value type, got ", c.min_delta);
+    if (c.start_from < 0 || c.start_from > max_counter)
+      detail::fail<invalid_parameter>("EarlyStopper: start_from must be in [0, ", max_counter, "], got ",
+                                      c.start_from);
+    check_optional("baseline", c.baseline);
+    check_optional("stopping_threshold", c.stopping_threshold);
+    check_optional("divergence_threshold", c.divergence_threshold);
+    if (c.baseline_gates_wait && std::isnan(c.baseline))
+      detail::fail<invalid_parameter>("EarlyStopper: baseline_gates_wait needs a baseline, got baseline = nan");
+    min_delta_ = to_value(std::fabs(c.min_delta));
+    grow_ = to_value(1.0 + std::fabs(c.min_delta));
+    shrink_ = to_value(1.0 - std::fabs(c.min_delta));
+    baseline_ = to_value(c.baseline);
+    stopping_threshold_ = to_value(c.stopping_threshold);
+    divergence_threshold_ = to_value(c.divergence_threshold);
+    best_ = initial_best();
   }
 
   /// Observes one value (one step).
   stop_decision<T> update(T value) {
-    observe(static_cast<double>(value));
+    observe(value);
     return decision();
   }
   /// Advances the step counter without observing (a skipped step).
@@ -95,7 +140,7 @@ class EarlyStopper {
   }
 
   bool should_stop() const { return stopped_; }
-  T best() const { return static_cast<T>(best_); }
+  T best() const { return best_; }
   long long best_step() const { return best_step_; }
   long long wait() const { return wait_; }
   long long stop_step() const { return stop_step_; }
@@ -113,9 +158,8 @@ class EarlyStopper {
         stop(step, stop_reason::non_finite);
       return;
     }
-    non_finite_run_ = 0;
-    if constexpr (std::is_same_v<Monitor, monitor::loss>) observe(ctx.effective);
-    else observe(ctx.has_smoothed ? ctx.smoothed : ctx.effective);
+    if constexpr (std::is_same_v<Monitor, monitor::loss>) observe(to_value(ctx.effective));
+    else observe(to_value(ctx.has_smoothed ? ctx.smoothed : ctx.effective));
   }
   template <class Report>
   void fill(Report& r) const {
@@ -127,13 +171,24 @@ class EarlyStopper {
     r.reason = reason_;
   }
 
+  // Every setting that changes a decision is saved and must match on load, the precision
+  // included (a float stopper and a double one break ties differently).
   void save(state_writer& out) const {
     out.begin(name);
+    out.put_int("value_digits", std::numeric_limits<T>::digits);
     out.put("patience", config_.patience);
     out.put("min_delta", config_.min_delta);
     out.put("mode", static_cast<double>(config_.mode));
+    out.put("baseline", config_.baseline);
+    out.put_bool("baseline_gates_wait", config_.baseline_gates_wait);
+    out.put("stopping_threshold", config_.stopping_threshold);
+    out.put("divergence_threshold", config_.divergence_threshold);
+    out.put_bool("stop_on_non_finite", config_.stop_on_non_finite);
+    out.put_int("start_from", config_.start_from);
+    out.put_bool("relative_min_delta", config_.relative_min_delta);
+    out.put_bool("cumulative_delta", config_.cumulative_delta);
     out.put_int("step", step_);
-    out.put("best", best_);
+    out.put("best", static_cast<double>(best_));
     out.put_int("best_step", best_step_);
     out.put_int("wait", wait_);
     out.put_bool("stopped", stopped_);
@@ -145,76 +200,180 @@ class EarlyStopper {
   }
   void load(state_reader& in) {
     in.begin(name);
+    expect_int(in, "value_digits", std::numeric_limits<T>::digits);
     in.expect_config(name, "patience", config_.patience);
     in.expect_config(name, "min_delta", config_.min_delta);
     in.expect_config(name, "mode", static_cast<double>(config_.mode));
-    const long long step = in.get_int("step");
+    in.expect_config(name, "baseline", config_.baseline);
+    expect_int(in, "baseline_gates_wait", config_.baseline_gates_wait);
+    in.expect_config(name, "stopping_threshold", config_.stopping_threshold);
+    in.expect_config(name, "divergence_threshold", config_.divergence_threshold);
+    expect_int(in, "stop_on_non_finite", config_.stop_on_non_finite);
+    expect_int(in, "start_from", config_.start_from);
+    expect_int(in, "relative_min_delta", config_.relative_min_delta);
+    expect_int(in, "cumulative_delta", config_.cumulative_delta);
+    EarlyStopper s = *this;
+    s.step_ = in.get_int("step");
     const double best = in.get("best");
-    const long long best_step = in.get_int("best_step");
-    const long long wait = in.get_int("wait");
-    const bool stopped = in.get_bool("stopped");
-    const bool improved = in.get_bool("improved");
-    const long long stop_step = in.get_int("stop_step");
+    s.best_step_ = in.get_int("best_step");
+    s.wait_ = in.get_int("wait");
+    s.stopped_ = in.get_bool("stopped");
+    s.improved_ = in.get_bool("improved");
+    s.stop_step_ = in.get_int("stop_step");
     const long long reason = in.get_int("reason");
-    const long long non_finite_run = in.get_int("non_finite_run");
+    s.non_finite_run_ = in.get_int("non_finite_run");
     in.end(name);
-    if (step < 0 || best_step < -1 || best_step >= step || wait < 0 || std::isnan(best) || reason < 0 ||
-        reason > static_cast<long long>(stop_reason::patience) || stopped != (reason != 0) || non_finite_run < 0 ||
-        non_finite_run > step)
-      detail::fail<invalid_input>("steadyloss state: EarlyStopper values are inconsistent");
-    step_ = step;
-    best_ = best;
-    best_step_ = best_step;
-    wait_ = wait;
-    stopped_ = stopped;
-    improved_ = improved;
-    stop_step_ = stop_step;
-    reason_ = static_cast<stop_reason>(reason);
-    non_finite_run_ = non_finite_run;
+    s.best_ = to_value(best);
+    if (!(static_cast<double>(s.best_) == best || (std::isnan(best) && std::isnan(s.best_))))
+      bad("best", best, "is not a value of the stopper's value type");
+    if (reason < 0 || reason > static_cast<long long>(stop_reason::patience))
+      bad("reason", reason, "is not a stop_reason (0 to 4)");
+    s.reason_ = static_cast<stop_reason>(reason);
+    s.validate();
+    *this = s;
+  }
+  /// Inside a Stabilizer: the EarlyStopper counts each of the pipeline's steps once.
+  void check_step(state_reader&, long long step) const {
+    if (step_ > step)
+      detail::fail<invalid_input>("steadyloss state: EarlyStopper step = ", step_, " is ahead of the Stabilizer's ",
+                                  step, " (at most one per step)");
   }
 
  private:
-  bool better(double a, double b) const { return config_.mode == stop_mode::min ? a < b : a > b; }
+  // Counters stay at most 2^53 (the state format's limit): no run reaches it, the next
+  // increments cannot overflow, and each converts to double exactly.
+  static constexpr long long max_counter = 1LL << 53;
 
-  void reset_best() {
-    const double inf = std::numeric_limits<double>::infinity();
-    best_ = !std::isnan(config_.baseline) ? config_.baseline : (config_.mode == stop_mode::min ? inf : -inf);
+  // double -> T, rounding to nearest and overflowing to +-inf as IEEE does (a plain cast of a
+  // double beyond float's range is undefined behaviour).
+  static T to_value(double v) {
+    constexpr double largest = static_cast<double>(std::numeric_limits<T>::max());
+    if (std::fabs(v) > largest) return v > 0 ? std::numeric_limits<T>::infinity() : -std::numeric_limits<T>::infinity();
+    return static_cast<T>(v);
+  }
+  static void check_optional(std::string_view what, double value) {
+    if (!std::isnan(value) && !std::isfinite(to_value(value)))
+      detail::fail<invalid_parameter>("EarlyStopper: ", what, " must be finite in the value type (NaN = not set), got ",
+                                      value);
+  }
+  template <class V>
+  [[noreturn]] static void bad(std::string_view field, const V& value, std::string_view rule) {
+    detail::fail<invalid_input>("steadyloss state: EarlyStopper ", field, " = ", value, " ", rule);
+  }
+  static void expect_int(state_reader& in, std::string_view key, long long live) {
+    const long long stored = in.get_int(key);
+    if (stored != live)
+      detail::fail<invalid_input>("steadyloss state: EarlyStopper was saved with ", key, " = ", stored,
+                                  ", this one has ", live, "; restore into an identically configured pipeline");
   }
 
-  void observe(double x) {
+  bool min_mode() const { return config_.mode == stop_mode::min; }
+  bool better(T a, T b) const { return min_mode() ? a < b : a > b; }
+  bool has(double setting) const { return !std::isnan(setting); }
+  T initial_best() const {
+    if (has(config_.baseline) && !config_.baseline_gates_wait) return baseline_;
+    const T inf = std::numeric_limits<T>::infinity();
+    return min_mode() ? inf : -inf;
+  }
+  // Whether x improves on the reference r by more than the margin (see the header comment).
+  // Each intermediate is a named T so that it is rounded to T, as the comparison is.
+  bool improves_on(T x, T r) const {
+    if (!config_.relative_min_delta) {
+      const T shifted = min_mode() ? x + min_delta_ : x - min_delta_;
+      return better(shifted, r);
+    }
+    if (std::isinf(r)) return better(x, r);
+    const bool toward_zero = min_mode() == (r >= 0);
+    const T bar = r * (toward_zero ? shrink_ : grow_);
+    return better(x, bar);
+  }
+
+  void observe(T x) {
     const long long step = step_++;
     improved_ = false;
+    non_finite_run_ = 0;  // an observation ends a run of skipped non-finite steps
     if (stopped_ || step < config_.start_from) return;
     if (config_.stop_on_non_finite && !std::isfinite(x)) return stop(step, stop_reason::non_finite);
-    if (!std::isnan(config_.stopping_threshold) && better(x, config_.stopping_threshold))
+    if (has(config_.stopping_threshold) && better(x, stopping_threshold_))
       return stop(step, stop_reason::stopping_threshold);
-    if (!std::isnan(config_.divergence_threshold) && better(config_.divergence_threshold, x))
+    if (has(config_.divergence_threshold) && better(divergence_threshold_, x))
       return stop(step, stop_reason::divergence_threshold);
-    double margin = std::fabs(config_.min_delta);
-    if (config_.relative_min_delta) margin = std::isinf(best_) ? 0.0 : margin * std::fabs(best_);
-    const double bar = config_.mode == stop_mode::min ? best_ - margin : best_ + margin;
-    if (better(x, bar)) {
-      best_ = x;
-      best_step_ = step;
-      wait_ = 0;
-      improved_ = true;
+    if (improves_on(x, best_)) {
+      set_best(x, step);
+      if (!config_.baseline_gates_wait || improves_on(x, baseline_)) wait_ = 0;
+      else ++wait_;  // Keras: counted, and no patience check on an improvement
       return;
     }
+    if (!config_.cumulative_delta && better(x, best_)) set_best(x, step);
     ++wait_;
     if (wait_ >= config_.patience) stop(step, stop_reason::patience);
+  }
+  void set_best(T x, long long step) {
+    best_ = x;
+    best_step_ = step;
+    improved_ = true;
   }
   void stop(long long step, stop_reason reason) {
     stopped_ = true;
     stop_step_ = step;
     reason_ = reason;
   }
-  stop_decision<T> decision() const {
-    return {stopped_, improved_, static_cast<T>(best_), best_step_, wait_, reason_};
+  stop_decision<T> decision() const { return {stopped_, improved_, best_, best_step_, wait_, reason_}; }
+
+  // The ranges and cross-field rules every state this class writes satisfies.
+  void validate() const {
+    const long long patience_stop = std::max<long long>(config_.patience, 1);
+    if (step_ < 0 || step_ > max_counter) bad("step", step_, "must be in [0, 2^53]");
+    // Observations (and skipped steps counted toward a non-finite run) start at start_from.
+    const long long counted = std::max(step_ - config_.start_from, 0LL);
+    if (best_step_ == -1) {
+      if (!(best_ == initial_best()))
+        bad("best", best_, "must be the starting best (infinity, or the baseline) while best_step = -1");
+    } else {
+      if (best_step_ < config_.start_from || best_step_ >= step_)
+        bad("best_step", best_step_, "must be -1 or an observed step in [start_from, step)");
+      // An improvement needs a value better than the starting best; -inf (min mode) only when
+      // non-finite values are observed rather than stopped on.
+      const T inf = std::numeric_limits<T>::infinity();
+      if (std::isnan(best_) || !better(best_, initial_best()) ||
+          (config_.stop_on_non_finite && best_ == (min_mode() ? -inf : inf)))
+        bad("best", best_, "is not a value an observation could have set");
+    }
+    if (improved_ != (best_step_ >= 0 && best_step_ == step_ - 1))
+      bad("improved", improved_, "must be 1 exactly when best_step is the last step");
+    if (wait_ < 0 || wait_ > counted) bad("wait", wait_, "must be in [0, observed steps]");
+    if (!config_.baseline_gates_wait && wait_ > patience_stop)
+      bad("wait", wait_, "must be at most max(patience, 1)");
+    if (stopped_ != (reason_ != stop_reason::none)) bad("stopped", stopped_, "must be 1 exactly when reason is set");
+    if (reason_ == stop_reason::patience && wait_ < patience_stop)
+      bad("wait", wait_, "is below max(patience, 1), yet the stop reason is patience");
+    // Without Keras' rule, reaching max(patience, 1) is what stops, and nothing counts after it.
+    if (!config_.baseline_gates_wait && wait_ == patience_stop && reason_ != stop_reason::patience)
+      bad("wait", wait_, "reached max(patience, 1), yet the stop reason is not patience");
+    if (reason_ == stop_reason::stopping_threshold && !has(config_.stopping_threshold))
+      bad("reason", "stopping_threshold", "but no stopping_threshold is set");
+    if (reason_ == stop_reason::divergence_threshold && !has(config_.divergence_threshold))
+      bad("reason", "divergence_threshold", "but no divergence_threshold is set");
+    if (reason_ == stop_reason::non_finite && !config_.stop_on_non_finite)
+      bad("reason", "non_finite", "but stop_on_non_finite is off");
+    if (stopped_ ? (stop_step_ < config_.start_from || stop_step_ >= step_ || stop_step_ < best_step_)
+                 : stop_step_ != -1)
+      bad("stop_step", stop_step_, "must be -1 before a stop, else a step in [max(start_from, best_step), step)");
+    if (non_finite_run_ < 0 || non_finite_run_ > counted)
+      bad("non_finite_run", non_finite_run_, "must be in [0, steps counted from start_from]");
+    if (!stopped_ && config_.stop_on_non_finite && non_finite_run_ >= patience_stop)
+      bad("non_finite_run", non_finite_run_, "reached max(patience, 1) but the stopper has not stopped");
+    // The run's steps were all skipped: none of them set best.
+    if (best_step_ >= step_ - non_finite_run_)
+      bad("non_finite_run", non_finite_run_, "covers best_step, but skipped steps are not observed");
   }
 
   config config_;
+  T min_delta_{};
+  T grow_{}, shrink_{};  // 1 + d and 1 - d, for relative_min_delta
+  T baseline_{}, stopping_threshold_{}, divergence_threshold_{};
   long long step_ = 0;
-  double best_ = 0;
+  T best_{};
   long long best_step_ = -1;
   long long wait_ = 0;
   bool stopped_ = false;

@@ -3,11 +3,17 @@
 // documented rules.
 #include <catch2/catch.hpp>
 
+#include <bit>
+#include <charconv>
 #include <cmath>
+#include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "log_reader.hpp"
@@ -33,6 +39,41 @@ std::vector<rp::log_row> read_all(const std::string& path, rp::column_choice c =
   for (rp::log_row row; reader.next(row);) rows.push_back(row);
   return rows;
 }
+
+// The annotated CSV as rows of named cells (its cells never hold a comma).
+std::vector<std::map<std::string, std::string>> parse_annotated(const std::string& text) {
+  const auto split = [](const std::string& line) {
+    std::vector<std::string> cells;
+    std::string cell;
+    std::istringstream in(line);
+    while (std::getline(in, cell, ',')) cells.push_back(cell);
+    if (!line.empty() && line.back() == ',') cells.emplace_back();
+    return cells;
+  };
+  std::istringstream lines(text);
+  std::string line;
+  std::getline(lines, line);
+  const auto names = split(line);
+  std::vector<std::map<std::string, std::string>> rows;
+  while (std::getline(lines, line)) {
+    const auto cells = split(line);
+    REQUIRE(cells.size() == names.size());
+    std::map<std::string, std::string> row;
+    for (std::size_t i = 0; i < names.size(); ++i) row[names[i]] = cells[i];
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+// A cell read back with std::from_chars, as its bit pattern (so 0.1 vs 0.1000001 differ).
+std::uint64_t bits_of(const std::string& cell) {
+  double value = 0;
+  const auto [end, ec] = std::from_chars(cell.data(), cell.data() + cell.size(), value);
+  REQUIRE(ec == std::errc());
+  REQUIRE(end == cell.data() + cell.size());
+  return std::bit_cast<std::uint64_t>(value);
+}
+std::uint64_t bits_of(double value) { return std::bit_cast<std::uint64_t>(value); }
 
 std::string error_of(const std::string& path, rp::column_choice c = {}, rp::reader_options o = {}) {
   try {
@@ -183,13 +224,213 @@ TEST_CASE("replay: a spike is dampened to threshold x the window mean", "[replay
   std::istringstream lines(annotated.str());
   std::string header, line;
   std::getline(lines, header);
-  CHECK(header == "line,step,loss,validation_loss,grad_norm,scale,spike,skipped,smoothed,stability_score,best,wait,should_stop");
+  CHECK(header ==
+        "line,step,loss,validation_loss,grad_norm,limit,scale,spike,level_shift,non_finite,skipped,smoothed,"
+        "stability_score,improved,best,wait,should_stop,reason");
   std::vector<std::string> rows;
   while (std::getline(lines, line)) rows.push_back(line);
   REQUIRE(rows.size() == 6);
-  // Smoothing 0: the smoothed value is the effective (dampened) loss 2; the best stays 1 (step 0).
-  CHECK_THAT(rows[4], Catch::StartsWith("6,4,5,,,0.4,1,0,2,"));
-  CHECK_THAT(rows[4], Catch::EndsWith(",1,4,0"));
+  // Smoothing 0: the smoothed value is the effective (dampened) loss 2, the limit 2 x 1; the best
+  // stays 1 (step 0). Warm-up rows have no limit yet.
+  CHECK_THAT(rows[3], Catch::StartsWith("5,3,1,,,,1,0,0,0,0,1,"));
+  CHECK_THAT(rows[4], Catch::StartsWith("6,4,5,,,2,0.4,1,0,0,0,2,"));
+  CHECK_THAT(rows[4], Catch::EndsWith(",0,1,4,0,none"));
+}
+
+TEST_CASE("replay: the annotated CSV carries every decision at full precision", "[replay][output]") {
+  // Window 4, threshold 2, smoothing 0. Steps 0-3 fill the window with 1; step 4 (3) is a spike:
+  // limit 2 x mean 1 = 2, scale 2/3, effective loss 2. Step 5 (1 + 2^-52) passes: limit 2 again,
+  // scale 1, smoothed = the loss itself. Values with 16-17 significant digits must come back with
+  // the same bits, which six digits cannot do.
+  const std::string step5_loss = "1.0000000000000002", grad_norm = "123.45678901234567",
+                    validation = "0.30000000000000004";
+  const auto path = fixture("exact.csv", "step,loss,grad_norm,val_loss\n0,1,1,\n1,1,1,\n2,1,1,\n3,1,1,\n4,3,1,\n5," +
+                                             step5_loss + "," + grad_norm + ",\n5,,," + validation + "\n");
+  std::ifstream in(path);
+  rp::log_reader reader(in, path);
+  rp::replay_options o;
+  o.spike_window = 4;
+  o.smoothing = 0;
+  o.patience = 3;
+  std::ostringstream events, annotated;
+  (void)rp::run_replay(reader, o, events, &annotated);
+  const auto rows = parse_annotated(annotated.str());
+  REQUIRE(rows.size() == 7);
+  for (const char* column : {"line", "step", "loss", "validation_loss", "grad_norm", "limit", "scale", "spike",
+                             "level_shift", "non_finite", "skipped", "smoothed", "stability_score", "improved",
+                             "best", "wait", "should_stop", "reason"})
+    CHECK(rows[0].count(column) == 1);
+  CHECK(rows[3].at("limit").empty());  // warming up: no limit yet, not 0
+  const auto& spike = rows[4];
+  CHECK(spike.at("spike") == "1");
+  CHECK(spike.at("level_shift") == "0");
+  CHECK(spike.at("non_finite") == "0");
+  CHECK(spike.at("skipped") == "0");
+  CHECK(bits_of(spike.at("limit")) == bits_of(2.0));
+  CHECK(bits_of(spike.at("scale")) == bits_of(2.0 / 3.0));
+  CHECK(bits_of(spike.at("smoothed")) == bits_of(2.0));
+  const auto& after = rows[5];
+  CHECK(after.at("spike") == "0");
+  CHECK(bits_of(after.at("loss")) == bits_of(step5_loss));
+  CHECK(bits_of(after.at("smoothed")) == bits_of(step5_loss));
+  CHECK(bits_of(after.at("grad_norm")) == bits_of(grad_norm));
+  CHECK(bits_of(after.at("limit")) == bits_of(2.0));
+  CHECK(bits_of(rows[6].at("validation_loss")) == bits_of(validation));
+  // The validation value is the stopper's first observation: improved, best = it, wait 0.
+  CHECK(rows[6].at("improved") == "1");
+  CHECK(bits_of(rows[6].at("best")) == bits_of(validation));
+  CHECK(rows[6].at("wait") == "0");
+  CHECK(rows[6].at("reason") == "none");
+  CHECK(rows[5].at("improved").empty());  // monitoring validation: training rows are no observation
+}
+
+TEST_CASE("replay: a run that ends non-finite is marked in the summary and the CSV", "[replay][output]") {
+  const auto path = fixture("ends_nan.csv", "step,loss\n0,1\n1,1\n2,1\n3,1\n4,0.9\n5,nan\n6,inf\n");
+  std::ifstream in(path);
+  rp::log_reader reader(in, path);
+  rp::replay_options o;
+  o.spike_window = 4;
+  o.smoothing = 0;
+  std::ostringstream events, annotated;
+  const auto s = rp::run_replay(reader, o, events, &annotated);
+  CHECK(s.ends_non_finite());
+  CHECK(s.trailing_non_finite == 2);
+  CHECK(s.trailing_non_finite_step == 5);
+  CHECK(s.last_finite_step == 4);
+  CHECK(s.final_smoothed == 0.9);
+  CHECK_THAT(events.str(), Catch::Contains("  NON-FINITE AT THE END: the run diverged: the last 2 training steps "
+                                           "(from step 5, line 7) are non-finite\n"));
+  CHECK_THAT(events.str(), Catch::Contains("smoothed loss at the end: non-finite (0.9 at step 4 (line 6), the last "
+                                           "finite step), stability score"));
+  CHECK_THAT(events.str(), !Catch::Contains("smoothed loss at the end 0.9"));
+  const auto rows = parse_annotated(annotated.str());
+  REQUIRE(rows.size() == 7);
+  CHECK(rows[4].at("non_finite") == "0");
+  CHECK(rows[5].at("non_finite") == "1");
+  CHECK(rows[5].at("loss") == "nan");
+  CHECK(rows[5].at("skipped") == "1");
+  CHECK(rows[6].at("non_finite") == "1");
+  CHECK(rows[6].at("loss") == "inf");
+  CHECK(rows[6].at("limit").empty());  // no limit applies to a non-finite step
+}
+
+TEST_CASE("replay: a NaN in the middle is counted, not taken for the end; NaN validation at the end is",
+          "[replay][output]") {
+  const auto recovered = fixture("mid_nan.csv", "step,loss\n0,1\n1,nan\n2,1\n");
+  std::ifstream in(recovered);
+  rp::log_reader reader(in, recovered);
+  std::ostringstream events;
+  const auto s = rp::run_replay(reader, {}, events);
+  CHECK(s.non_finite == 1);
+  CHECK_FALSE(s.ends_non_finite());
+  CHECK_THAT(events.str(), !Catch::Contains("NON-FINITE AT THE END"));
+
+  const auto validation = fixture("val_nan.csv", "step,loss,val_loss\n0,1,\n0,,1\n1,1,\n1,,nan\n");
+  std::ifstream vin(validation);
+  rp::log_reader vreader(vin, validation);
+  std::ostringstream vevents, annotated;
+  const auto v = rp::run_replay(vreader, {}, vevents, &annotated);
+  CHECK(v.validation_non_finite == 1);
+  CHECK(v.ends_non_finite());
+  CHECK_THAT(vevents.str(), Catch::Contains("non-finite validation values: 1"));
+  CHECK_THAT(vevents.str(), Catch::Contains("NON-FINITE AT THE END: the run diverged: the last validation value is "
+                                            "non-finite\n"));
+  const auto rows = parse_annotated(annotated.str());
+  REQUIRE(rows.size() == 4);
+  CHECK(rows[3].at("non_finite") == "1");
+  CHECK(rows[3].at("validation_loss") == "nan");
+}
+
+namespace {
+rp::replay_summary replay_text(const std::string& name, const std::string& text, rp::replay_options o = {}) {
+  const auto path = fixture(name, text);
+  std::ifstream in(path);
+  rp::log_reader reader(in, path);
+  std::ostringstream events;
+  return rp::run_replay(reader, o, events);
+}
+std::string plot_script(const rp::replay_summary& s, rp::plot_scale scale = rp::plot_scale::automatic) {
+  std::ostringstream gp;
+  rp::write_plot_script(gp, {.png = "out.png", .data = "out.csv", .title = "run.csv", .scale = scale}, s);
+  return gp.str();
+}
+}  // namespace
+
+TEST_CASE("replay plot: a log-scale loss axis when the values span more than 3 decades", "[replay][plot]") {
+  // 1000 down to 0.5: 3.3 decades. 2 down to 0.5: not. A zero loss rules a log axis out.
+  const auto w = replay_text("wide.csv", "step,loss\n0,1000\n1,100\n2,10\n3,1\n4,0.5\n");
+  const auto n = replay_text("narrow.csv", "step,loss\n0,2\n1,1.5\n2,1\n3,0.5\n");
+  const auto z = replay_text("zero.csv", "step,loss\n0,1000\n1,100\n2,10\n3,1\n4,0\n");
+  CHECK(w.finite_min == 0.5);
+  CHECK(w.finite_max == 1000.0);
+  CHECK(rp::log_scale(w, rp::plot_scale::automatic));
+  CHECK_THAT(plot_script(w), Catch::Contains("set logscale y\n"));
+  CHECK_FALSE(rp::log_scale(n, rp::plot_scale::automatic));
+  CHECK_THAT(plot_script(n), !Catch::Contains("logscale"));
+  CHECK_FALSE(rp::log_scale(z, rp::plot_scale::automatic));
+  CHECK_THAT(plot_script(w, rp::plot_scale::linear), !Catch::Contains("logscale"));
+  CHECK_THAT(plot_script(n, rp::plot_scale::log), Catch::Contains("set logscale y\n"));
+}
+
+TEST_CASE("replay plot: markers for spikes, skipped and non-finite steps, level shifts and the stop",
+          "[replay][plot]") {
+  // Window 4, skip mode, limit 2 x 0.985: steps 4 (9) and 5 (3) are skipped spikes, step 6 (3),
+  // the 3rd in a row, the level shift (level_shift_after 3); then NaN to the end: 2 in a row stop
+  // the run (patience 2) with reason non_finite.
+  rp::replay_options o;
+  o.spike_window = 4;
+  o.level_shift_after = 3;
+  o.spikes = steadyloss::spike_mode::skip;
+  o.smoothing = 0;
+  o.patience = 2;
+  o.monitor = rp::replay_options::monitor_choice::loss;
+  const auto s = replay_text("markers.csv",
+                             "step,loss\n0,1\n1,0.99\n2,0.98\n3,0.97\n4,9\n5,3\n6,3\n8,nan\n9,nan\n", o);
+  CHECK(s.spikes == 2);
+  CHECK(s.skipped_spikes == 2);
+  CHECK(s.level_shifts == 1);
+  CHECK(s.stopped);
+  CHECK(s.reason == "non_finite");
+  const auto gp = plot_script(s);
+  CHECK_THAT(gp, Catch::Contains("title 'spike, step skipped'"));
+  CHECK_THAT(gp, Catch::Contains("title 'level shift'"));
+  CHECK_THAT(gp, Catch::Contains("title 'non-finite (skipped)'"));
+  CHECK_THAT(gp, Catch::Contains("title 'spike limit'"));
+  CHECK_THAT(gp, Catch::Contains("set label 2 'early stop (non_finite)' at first 9,"));
+  CHECK_THAT(gp, Catch::Contains("set object 1 rect from first 8, graph 0"));  // the non-finite tail
+  // Non-finite markers sit above the finite values (9 at most here), inside the axis range.
+  const auto number_after = [&](const std::string& key, std::size_t from = 0) {
+    const auto at = gp.find(key, from);
+    REQUIRE(at != std::string::npos);
+    return std::strtod(gp.c_str() + at + key.size(), nullptr);
+  };
+  CHECK(s.finite_max == 9);
+  const auto marker_line = gp.rfind('\n', gp.find("title 'non-finite (skipped)'"));
+  const double marker_y = number_after("$10 == 1 ? ", marker_line), top = number_after("set yrange [0.5685:");
+  CHECK(marker_y > 9);
+  CHECK(top > marker_y);
+  // The script runs: where gnuplot is installed, it draws the PNG.
+  if (std::system("gnuplot --version > /dev/null 2>&1") == 0) {
+    const auto dir = std::filesystem::temp_directory_path() / "steadyloss_replay_tests";
+    const auto csv = (dir / "markers_plot.csv").string(), png = (dir / "markers_plot.png").string();
+    {
+      std::ifstream in(dir / "markers.csv");
+      rp::log_reader reader(in, "markers.csv");
+      std::ofstream annotated(csv);
+      std::ostringstream events;
+      (void)rp::run_replay(reader, o, events, &annotated);
+    }
+    std::filesystem::remove(png);
+    std::ofstream(dir / "markers_plot.gp") << [&] {
+      std::ostringstream script;
+      rp::write_plot_script(script, {.png = png, .data = csv, .title = "markers.csv"}, s);
+      return script.str();
+    }();
+    CHECK(std::system(("gnuplot '" + (dir / "markers_plot.gp").string() + "'").c_str()) == 0);
+    CHECK(std::filesystem::file_size(png) > 1000);
+  } else {
+    WARN("gnuplot not found: the plot script was checked, not run");
+  }
 }
 
 TEST_CASE("replay: a loss that settles at a new level is a level shift, not a spike forever", "[replay][output]") {

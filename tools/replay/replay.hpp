@@ -9,18 +9,26 @@
 // Events (spikes with their scale, skipped non-finite steps, adaptive weight changes, the early
 // stop with the best step and value) go to one stream as they happen, then a summary; the
 // annotated CSV (one row per data row, streamed) and the plot are optional.
+// The annotated CSV carries every decision at full precision (shortest round-trip text, so a
+// value read back is bit-identical to the one the policies saw). A non-finite value never looks
+// healthy: its row is marked (non_finite), the summary says when a run ends non-finite, and the
+// plot marks such steps where a curve cannot show them.
 
 #include <steadyloss/stability/stability.hpp>
 
 #include <algorithm>
 #include <array>
+#include <charconv>
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
+#include <limits>
 #include <optional>
 #include <ostream>
 #include <span>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "log_reader.hpp"
@@ -59,7 +67,38 @@ struct replay_summary {
   double stability_score = 1;
   std::vector<double> weights;
   bool monitors_validation = false;
+
+  // Non-finite values: a run that ends in NaN must not read as healthy.
+  long long validation_non_finite = 0;  ///< validation values that were NaN/Inf
+  long long trailing_non_finite = 0;    ///< non-finite training steps at the end of the log, in a row
+  double trailing_non_finite_step = 0;  ///< the first of them
+  long long trailing_non_finite_line = 0;
+  bool last_validation_non_finite = false;
+  bool has_last_finite_step = false;    ///< the smoothed value and score come from this step
+  double last_finite_step = 0;
+  long long last_finite_line = 0;
+  bool ends_non_finite() const { return trailing_non_finite > 0 || last_validation_non_finite; }
+
+  // What the plot needs: the range of the finite values drawn (loss, smoothed, limit, validation).
+  double finite_min = std::numeric_limits<double>::infinity();
+  double finite_max = -std::numeric_limits<double>::infinity();
+  bool any_non_positive = false;        ///< a drawn value <= 0: no log scale
+  double first_step = 0, last_step = 0; ///< the x range
+  long long skipped_spikes = 0;         ///< spikes with scale 0 (skip mode, or no limit yet)
 };
+
+/// The annotated CSV's columns, in order; the per-term multipliers follow as multiplier_<term>.
+inline constexpr auto annotated_columns = std::to_array<std::string_view>({
+    "line",      "step",           "loss",     "validation_loss", "grad_norm", "limit", "scale",
+    "spike",     "level_shift",    "non_finite", "skipped",       "smoothed",  "stability_score",
+    "improved",  "best",           "wait",     "should_stop",     "reason"});
+
+/// 1-based position of an annotated column (as gnuplot and awk count them).
+constexpr int annotated_column(std::string_view name) {
+  for (std::size_t i = 0; i < annotated_columns.size(); ++i)
+    if (annotated_columns[i] == name) return int(i) + 1;
+  throw std::logic_error("replay: no annotated column of that name");
+}
 
 namespace detail {
 
@@ -73,12 +112,28 @@ struct guard_for<0> {
   using type = Stabilizer<SpikeDampener<double>, EmaSmoother<double>, EarlyStopper<double>, StabilityMetrics<double>>;
 };
 
+/// For event lines and the summary: six significant digits, as people read them.
 inline std::string number(double x) {
   char buffer[64];
   std::snprintf(buffer, sizeof buffer, "%.6g", x);
   return buffer;
 }
-inline std::string optional_number(const std::optional<double>& x) { return x ? number(*x) : std::string(); }
+
+/// For the annotated CSV: the shortest text that reads back to the same double (std::to_chars),
+/// "nan", "inf" or "-inf" for non-finite values, as log_reader reads them.
+inline std::string exact(double x) {
+  char buffer[64];
+  const auto result = std::to_chars(buffer, buffer + sizeof buffer, x);
+  return std::string(buffer, result.ptr);
+}
+inline std::string optional_exact(const std::optional<double>& x) { return x ? exact(*x) : std::string(); }
+
+inline void track_range(replay_summary& s, double x) {
+  if (!std::isfinite(x)) return;
+  s.finite_min = std::min(s.finite_min, x);
+  s.finite_max = std::max(s.finite_max, x);
+  if (x <= 0) s.any_non_positive = true;
+}
 
 template <std::size_t N>
 replay_summary run(log_reader& reader, const replay_options& o, std::ostream& events, std::ostream* annotated) {
@@ -101,13 +156,16 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
                         monitor_validation ? inactive : stopper, {});
   }();
   Stabilizer<EmaSmoother<double>, EarlyStopper<double>> validation_guard(smoother, stopper);
+  // The Stabilizer reports a spike's scale, not the detector's limit: a second dampener with the
+  // same settings, fed the same steps, gives the limit of every step (the two are checked to agree).
+  SpikeDampener<double> limit_probe(dampener.settings());
 
   const std::string loss_name = reader.loss_column(), validation_name = reader.validation_column();
   const std::string monitored = monitor_validation ? validation_name : "smoothed " + loss_name;
   if (annotated) {
-    *annotated << "line,step,loss,validation_loss,grad_norm,scale,spike,skipped,smoothed,stability_score";
+    for (std::size_t i = 0; i < annotated_columns.size(); ++i) *annotated << (i ? "," : "") << annotated_columns[i];
     for (std::size_t i = 0; i < N; ++i) *annotated << ",multiplier_" << reader.term_column(i);
-    *annotated << ",best,wait,should_stop\n";
+    *annotated << "\n";
   }
 
   replay_summary s;
@@ -115,16 +173,18 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
   s.weights.assign(N, 1.0);
   std::array<double, N> printed_weights;
   printed_weights.fill(1.0);
-  double scale_sum = 0, last_step = -1;
+  double scale_sum = 0;
   std::array<double, N> values{};
   log_row row;
   while (reader.next(row)) {
     ++s.rows;
     // Rows without a step column count training steps; with one, a row's step is the log's.
     const double step = row.step ? *row.step : double(s.train_steps);
-    last_step = step;
+    if (s.rows == 1) s.first_step = step;
+    s.last_step = step;
     const std::string where = "step " + number(step) + " (line " + std::to_string(row.line) + ")";
     std::optional<step_report<double, N>> report;
+    std::optional<spike_decision<double>> probe;
     if (row.loss) {
       ++s.train_steps;
       const double grad_norm = row.grad_norm.value_or(0.0);
@@ -140,8 +200,15 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
         report = guard.update(*row.loss, std::span<const double>(values), grad_norm);
       }
       const auto& r = *report;
+      probe = limit_probe.update(r.non_finite ? std::numeric_limits<double>::quiet_NaN() : *row.loss, grad_norm);
+      if (probe->scale != r.scale || probe->is_spike != r.is_spike || probe->level_shift != r.level_shift)
+        throw std::logic_error("steadyloss-replay: the limit probe disagrees with the Stabilizer's dampener");
       if (r.non_finite) {
         ++s.non_finite;
+        if (s.trailing_non_finite++ == 0) {
+          s.trailing_non_finite_step = step;
+          s.trailing_non_finite_line = row.line;
+        }
         if (!o.quiet) events << "skip        " << where << ": non-finite " << loss_name << " " << number(*row.loss)
                              << (row.grad_norm ? " or gradient norm " + number(*row.grad_norm) : std::string())
                              << ", step skipped\n";
@@ -160,7 +227,19 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
           events << "level shift " << where << ": " << loss_name << " " << number(*row.loss) << " after "
                  << dampener.settings().level_shift_after - 1 << " spikes in a row: the new reference level\n";
       }
+      if (!r.non_finite) {
+        s.trailing_non_finite = 0;
+        s.has_last_finite_step = true;
+        s.last_finite_step = step;
+        s.last_finite_line = row.line;
+        s.final_smoothed = r.smoothed;
+        s.stability_score = r.stability_score;
+        track_range(s, *row.loss);
+        track_range(s, r.smoothed);
+        if (!probe->warming_up && probe->limit > 0) track_range(s, probe->limit);
+      }
       if (r.skipped) ++s.skipped;
+      if (r.is_spike && r.skipped) ++s.skipped_spikes;
       if (r.scale > 0 && r.scale < 1) {
         ++s.dampened;
         scale_sum += r.scale;
@@ -178,12 +257,13 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
         }
         for (std::size_t i = 0; i < N; ++i) s.weights[i] = r.weights[i];
       }
-      s.final_smoothed = r.smoothed;
-      s.stability_score = r.stability_score;
     }
     std::optional<step_report<double, 0>> vreport;
     if (row.validation) {
       ++s.validation_points;
+      s.last_validation_non_finite = !std::isfinite(*row.validation);
+      if (s.last_validation_non_finite) ++s.validation_non_finite;
+      track_range(s, *row.validation);
       if (monitor_validation) vreport = validation_guard.update(*row.validation, 0.0);
     }
     // The stopper's view this row: the validation guard's, or the step guard's.
@@ -225,21 +305,29 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
       }
     }
     if (annotated) {
-      *annotated << row.line << "," << number(step) << "," << optional_number(row.loss) << ","
-                 << optional_number(row.validation) << "," << optional_number(row.grad_norm) << ",";
+      // Empty cells: not applicable on this row (no training loss, detector warming up, no
+      // stopper observation), never 0.
+      const bool row_non_finite =
+          (report && report->non_finite) || (row.validation && !std::isfinite(*row.validation));
+      *annotated << row.line << "," << exact(step) << "," << optional_exact(row.loss) << ","
+                 << optional_exact(row.validation) << "," << optional_exact(row.grad_norm) << ",";
       if (report) {
-        *annotated << number(report->scale) << "," << int(report->is_spike) << "," << int(report->skipped) << ","
-                   << number(report->smoothed) << "," << number(report->stability_score);
-        for (std::size_t i = 0; i < N; ++i) *annotated << "," << number(report->weights[i]);
+        const bool has_limit = !probe->warming_up && !report->non_finite;
+        *annotated << (has_limit ? exact(probe->limit) : std::string()) << "," << exact(report->scale) << ","
+                   << int(report->is_spike) << "," << int(report->level_shift) << "," << int(row_non_finite) << ","
+                   << int(report->skipped) << "," << exact(report->smoothed) << ","
+                   << exact(report->stability_score);
       } else {
-        *annotated << ",,,,";
-        for (std::size_t i = 0; i < N; ++i) *annotated << ",";
+        *annotated << ",,,," << int(row_non_finite) << ",,,";
       }
-      *annotated << "," << (observed && std::isfinite(best) ? number(best) : std::string()) << ","
-                 << (observed ? std::to_string(wait) : std::string()) << "," << int(s.stopped) << "\n";
+      *annotated << "," << (observed ? std::to_string(int(improved)) : std::string()) << ","
+                 << (observed && std::isfinite(best) ? exact(best) : std::string()) << ","
+                 << (observed ? std::to_string(wait) : std::string()) << "," << int(s.stopped) << ","
+                 << (observed ? std::string(to_string(reason)) : std::string());
+      for (std::size_t i = 0; i < N; ++i) *annotated << "," << (report ? exact(report->weights[i]) : std::string());
+      *annotated << "\n";
     }
   }
-  (void)last_step;
   s.mean_dampened_scale = s.dampened > 0 ? scale_sum / double(s.dampened) : 0.0;
 
   events << "summary: " << s.rows << " rows, " << s.train_steps << " training steps";
@@ -253,8 +341,19 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
   events << "\n";
   events << "  spikes: " << s.spikes << " (" << s.dampened << " dampened, mean scale " << number(s.mean_dampened_scale)
          << "), skipped steps: " << s.skipped << " (" << s.non_finite << " non-finite)";
+  if (s.validation_non_finite > 0) events << ", non-finite validation values: " << s.validation_non_finite;
   if (s.level_shifts > 0) events << ", level shifts: " << s.level_shifts;
   events << "\n";
+  if (s.ends_non_finite()) {
+    events << "  NON-FINITE AT THE END: the run diverged:";
+    if (s.trailing_non_finite > 0)
+      events << " the last " << s.trailing_non_finite << " training step" << (s.trailing_non_finite > 1 ? "s" : "")
+             << " (from step " << number(s.trailing_non_finite_step) << ", line " << s.trailing_non_finite_line
+             << ") " << (s.trailing_non_finite > 1 ? "are" : "is") << " non-finite";
+    if (s.trailing_non_finite > 0 && s.last_validation_non_finite) events << ";";
+    if (s.last_validation_non_finite) events << " the last validation value is non-finite";
+    events << "\n";
+  }
   if (s.stopped) {
     events << "  early stop: step " << number(s.stop_step) << " (line " << s.stop_line << "), " << s.reason << ", on "
            << monitored << "; " << s.rows_after_stop << " later rows would not have been trained";
@@ -263,7 +362,13 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
   }
   if (s.has_best) events << "; best " << number(s.best) << " at step " << number(s.best_step) << " (line " << s.best_line << ")";
   events << "\n";
-  if (s.train_steps > 0)
+  if (s.trailing_non_finite > 0 && s.has_last_finite_step)
+    events << "  smoothed " << loss_name << " at the end: non-finite (" << number(s.final_smoothed)
+           << " at step " << number(s.last_finite_step) << " (line " << s.last_finite_line
+           << "), the last finite step), stability score " << number(s.stability_score) << " (finite steps only)\n";
+  else if (s.trailing_non_finite > 0)
+    events << "  smoothed " << loss_name << " at the end: non-finite (no finite training loss in the log)\n";
+  else if (s.train_steps > 0)
     events << "  smoothed " << loss_name << " at the end " << number(s.final_smoothed) << ", stability score "
            << number(s.stability_score) << "\n";
   if constexpr (N > 0) {
@@ -288,6 +393,112 @@ inline replay_summary run_replay(log_reader& reader, const replay_options& optio
     default:
       throw log_error(reader.file(), 1, "at most 4 term columns, got " + std::to_string(reader.term_count()));
   }
+}
+
+enum class plot_scale { automatic, linear, log };
+
+/// A plot of an annotated CSV (written by run_replay) with gnuplot.
+struct plot_request {
+  std::string png;    ///< the image to write
+  std::string data;   ///< the annotated CSV
+  std::string title;
+  plot_scale scale = plot_scale::automatic;
+};
+
+/// Whether the loss axis is logarithmic: as asked, or (automatic) when every drawn value is > 0
+/// and they span more than 3 decades, where a linear axis flattens everything but the first steps.
+inline bool log_scale(const replay_summary& s, plot_scale scale) {
+  if (scale != plot_scale::automatic) return scale == plot_scale::log;
+  return !s.any_non_positive && s.finite_min > 0 && s.finite_max / s.finite_min > 1e3;
+}
+
+namespace detail {
+// A gnuplot single-quoted string: a quote inside is written twice.
+inline std::string gnuplot_quoted(const std::string& text) {
+  std::string q = "'";
+  for (const char c : text) q += c == '\'' ? std::string("''") : std::string(1, c);
+  return q + "'";
+}
+}  // namespace detail
+
+/// Writes the gnuplot script: loss, smoothed loss, the spike limit, validation loss, and markers
+/// for spikes, skipped spikes, level shifts, non-finite steps (drawn in a band above the curves,
+/// since NaN has no height), the best value and the early stop; a run that ends non-finite gets a
+/// shaded tail.
+inline void write_plot_script(std::ostream& gp, const plot_request& p, const replay_summary& s) {
+  const bool log = log_scale(s, p.scale);
+  // Axis range from the finite values, with room above them for the non-finite markers.
+  double lo = 0, hi = 1, marker_y = 0.9;
+  if (s.finite_min <= s.finite_max) {
+    if (log && s.finite_min > 0) {
+      const double decades = std::max(1.0, std::log10(s.finite_max / s.finite_min));
+      lo = s.finite_min / std::pow(10.0, 0.05 * decades);
+      marker_y = s.finite_max * std::pow(10.0, 0.06 * decades);
+      hi = s.finite_max * std::pow(10.0, 0.12 * decades);
+    } else {
+      const double span = s.finite_max > s.finite_min ? s.finite_max - s.finite_min
+                                                       : std::max(std::fabs(s.finite_max), 1.0);
+      lo = s.finite_min >= 0 ? std::max(0.0, s.finite_min - 0.05 * span) : s.finite_min - 0.05 * span;
+      marker_y = s.finite_max + 0.06 * span;
+      hi = s.finite_max + 0.12 * span;
+    }
+  }
+  const auto column = [](std::string_view name) {
+    std::string ref(1, '$');  // appended, not "$" + ...: g++ 12 warns a false -Wrestrict on that
+    ref += std::to_string(annotated_column(name));
+    return ref;
+  };
+  const std::string x = std::to_string(annotated_column("step"));
+  gp << "set terminal pngcairo size 1100,550 font ',10'\nset output " << detail::gnuplot_quoted(p.png) << "\n"
+     << "set datafile separator ','\nset key outside right top\nset grid\nset xlabel 'step'\n"
+     << "set title " << detail::gnuplot_quoted("steadyloss-replay: " + p.title) << " noenhanced\n"
+     << (log ? "set logscale y\nset ylabel 'loss (log scale)'\n" : "set ylabel 'loss'\n")
+     << "set yrange [" << detail::exact(lo) << ":" << detail::exact(hi) << "]\n";
+  if (s.trailing_non_finite > 0)
+    gp << "set object 1 rect from first " << detail::exact(s.trailing_non_finite_step)
+       << ", graph 0 to graph 1, graph 1 behind fc rgb '#fbe3e0' fs solid 1.0 noborder\n"
+       << "set label 1 'non-finite to the end' at first " << detail::exact(s.trailing_non_finite_step)
+       << ", graph 0.04 right offset -0.5,0 tc rgb '#a93226'\n";
+  if (s.stopped)
+    gp << "set arrow 1 from first " << detail::exact(s.stop_step) << ", graph 0 to first " << detail::exact(s.stop_step)
+       << ", graph 1 nohead lc rgb 'black' dt 2\nset label 2 'early stop (" << s.reason << ")' at first "
+       << detail::exact(s.stop_step) << ", graph 0.88 "
+       // In the last quarter the label goes left of the line, inside the plot.
+       << (s.stop_step > s.first_step + 0.75 * (s.last_step - s.first_step) ? "right offset -0.5,0" : "offset 0.5,0")
+       << "\n";
+  std::vector<std::string> plots;
+  const std::string data = detail::gnuplot_quoted(p.data);
+  const auto add = [&](const std::string& y, const std::string& style, const std::string& title) {
+    plots.push_back((plots.empty() ? data : std::string("''")) + " every ::1 using " + x + ":(" + y + ") " + style +
+                    " title " + detail::gnuplot_quoted(title));
+  };
+  if (s.train_steps > 0) {
+    add(column("loss"), "with lines lc rgb '#b0b0b0'", "loss");
+    // A non-finite step leaves the smoothed value where it was; drawn on, it would look healthy.
+    add(column("non_finite") + " == 1 ? 1/0 : " + column("smoothed"), "with lines lw 2 lc rgb '#1f5fa8'", "smoothed");
+    add(column("limit"), "with lines dt 3 lc rgb '#e67e22'", "spike limit");
+  }
+  if (s.validation_points > s.validation_non_finite)
+    add(column("validation_loss"), "with linespoints pt 6 ps 0.6 lc rgb '#27ae60'", "validation");
+  if (s.spikes > s.skipped_spikes)
+    add(column("spike") + " == 1 && " + column("skipped") + " == 0 ? " + column("loss") + " : 1/0",
+        "with points pt 7 ps 0.8 lc rgb '#c0392b'", "spike");
+  if (s.skipped_spikes > 0)
+    add(column("spike") + " == 1 && " + column("skipped") + " == 1 ? " + column("loss") + " : 1/0",
+        "with points pt 4 ps 1.0 lw 2 lc rgb '#c0392b'", "spike, step skipped");
+  if (s.level_shifts > 0)
+    add(column("level_shift") + " == 1 ? " + column("loss") + " : 1/0", "with points pt 9 ps 1.4 lc rgb '#8e44ad'",
+        "level shift");
+  if (s.non_finite + s.validation_non_finite > 0)
+    add(column("non_finite") + " == 1 ? " + detail::exact(marker_y) + " : 1/0",
+        "with points pt 2 ps 1.0 lw 2 lc rgb '#a93226'", "non-finite (skipped)");
+  if (s.has_best && std::isfinite(s.best))
+    plots.push_back("'+' using (" + detail::exact(s.best_step) + "):(" + detail::exact(s.best) +
+                    ") every ::0::0 with points pt 8 ps 1.6 lw 2 lc rgb 'black' title 'best (restore)'");
+  if (plots.empty()) plots.push_back(data + " every ::1 using " + x + ":(1/0) notitle");
+  gp << "plot ";
+  for (std::size_t i = 0; i < plots.size(); ++i) gp << (i ? ", \\\n     " : "") << plots[i];
+  gp << "\n";
 }
 
 }  // namespace steadyloss::replay

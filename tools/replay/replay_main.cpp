@@ -30,6 +30,7 @@ const char* const usage_text =
     "output:\n"
     "  --output FILE.csv   annotated CSV (one row per data row)\n"
     "  --plot FILE.png     plot with gnuplot (writes FILE.png.csv unless --output is given)\n"
+    "  --plot-scale auto|linear|log  loss axis (auto: log when the values span > 3 decades)\n"
     "  --quiet             summary only\n";
 
 [[noreturn]] void fail_usage(const std::string& message) {
@@ -48,6 +49,7 @@ double number_arg(const std::string& flag, const std::string& text) {
 
 int main(int argc, char** argv) {
   std::string path, output, plot;
+  rp::plot_scale plot_scale = rp::plot_scale::automatic;
   rp::column_choice columns;
   rp::reader_options reader_options;
   rp::replay_options options;
@@ -112,6 +114,13 @@ int main(int argc, char** argv) {
       options.weight_hi = number_arg(arg, b.substr(comma + 1));
     } else if (arg == "--output") output = value();
     else if (arg == "--plot") plot = value();
+    else if (arg == "--plot-scale") {
+      const std::string m = value();
+      if (m == "auto") plot_scale = rp::plot_scale::automatic;
+      else if (m == "linear") plot_scale = rp::plot_scale::linear;
+      else if (m == "log") plot_scale = rp::plot_scale::log;
+      else fail_usage("--plot-scale: auto, linear or log");
+    }
     else if (arg == "--quiet") options.quiet = true;
     else if (!arg.empty() && arg[0] == '-' && arg != "-") fail_usage("unknown option " + arg);
     else if (path.empty()) path = arg;
@@ -147,22 +156,13 @@ int main(int argc, char** argv) {
     }
     if (!plot.empty()) {
       std::ofstream gp(plot + ".gp");
-      const std::string data = "'" + output + "'";
-      gp << "set terminal pngcairo size 1000,500 font ',10'\nset output '" << plot << "'\n"
-         << "set datafile separator ','\nset key outside right\nset grid\nset xlabel 'step'\nset ylabel 'loss'\n"
-         << "set title 'steadyloss-replay: " << path << "' noenhanced\n";
-      if (summary.stopped)
-        gp << "set arrow from " << summary.stop_step << ", graph 0 to " << summary.stop_step
-           << ", graph 1 nohead lc rgb 'black' dt 2\nset label 'early stop' at " << summary.stop_step
-           << ", graph 0.95 offset 0.5,0\n";
-      gp << "plot " << data << " every ::1 using 2:($3) with lines lc rgb '#bbbbbb' title 'loss', "
-         << "'' every ::1 using 2:($9) with lines lw 2 lc rgb '#1f5fa8' title 'smoothed', "
-         << "'' every ::1 using 2:($7 == 1 ? $3 : 1/0) with points pt 7 ps 0.8 lc rgb '#c0392b' title 'spike', "
-         << "'' every ::1 using 2:($4) with linespoints pt 6 ps 0.6 lc rgb '#27ae60' title 'validation'\n";
+      rp::write_plot_script(gp, {.png = plot, .data = output, .title = path, .scale = plot_scale}, summary);
       gp.close();
-      const std::string command = "gnuplot '" + plot + ".gp'";
+      const std::string command = "gnuplot " + rp::detail::gnuplot_quoted(plot + ".gp");
       if (std::system(command.c_str()) != 0) std::fprintf(stderr, "steadyloss-replay: gnuplot failed; no plot\n");
-      else std::cout << "plot: " << plot << "\n";
+      else
+        std::cout << "plot: " << plot << (rp::log_scale(summary, plot_scale) ? " (log-scale loss axis)" : "")
+                  << "\n";
     }
   } catch (const rp::log_error& e) {
     std::fprintf(stderr, "steadyloss-replay: %s\n", e.what());

@@ -119,7 +119,11 @@ class AdaptiveWeight {
     out.put("lo", config_.lo);
     out.put("hi", config_.hi);
     out.put("max_step", config_.max_step);
-    out.put("rule", static_cast<double>(config_.rule));
+    out.put("fast_factor", config_.fast);
+    out.put("slow_factor", config_.slow);
+    out.put("warmup", static_cast<double>(config_.warmup));
+    out.put_word("rule", rule_names[static_cast<std::size_t>(config_.rule)]);
+    out.put("temperature", config_.temperature);
     out.put_int("steps", steps_);
     out.put_doubles("fast", fast_);
     out.put_doubles("slow", slow_);
@@ -135,20 +139,31 @@ class AdaptiveWeight {
     in.expect_config(name, "lo", config_.lo);
     in.expect_config(name, "hi", config_.hi);
     in.expect_config(name, "max_step", config_.max_step);
-    in.expect_config(name, "rule", static_cast<double>(config_.rule));
-    const long long steps = in.get_int("steps");
-    const auto fast = in.get_doubles("fast", N);
-    const auto slow = in.get_doubles("slow", N);
-    const auto previous = in.get_doubles("previous_fast", N);
+    in.expect_config(name, "fast_factor", config_.fast);
+    in.expect_config(name, "slow_factor", config_.slow);
+    in.expect_config(name, "warmup", static_cast<double>(config_.warmup));
+    in.expect_choice(name, "rule", static_cast<long long>(config_.rule), {rule_names[0], rule_names[1]});
+    in.expect_config(name, "temperature", config_.temperature);
+    const long long steps = in.get_count("steps");
+    const auto fast = in.get_finite_doubles("fast", N);
+    const auto slow = in.get_finite_doubles("slow", N);
+    const auto previous = in.get_finite_doubles("previous_fast", N);
     const double fast_power = in.get("fast_power");
+    detail::check_power(in, "fast_power", fast_power, config_.fast, steps);
     const double slow_power = in.get("slow_power");
+    detail::check_power(in, "slow_power", slow_power, config_.slow, steps);
     const auto multipliers = in.get_doubles("multipliers", N);
+    const double initial = std::clamp(1.0, config_.lo, config_.hi);
+    for (std::size_t i = 0; i < N; ++i) {
+      if (!(multipliers[i] >= config_.lo && multipliers[i] <= config_.hi))
+        in.fail_field("multipliers", "value ", i, " must be in [lo, hi] = [", config_.lo, ", ", config_.hi,
+                      "], got ", multipliers[i]);
+      // Before the warm-up ends the multipliers stay where the constructor put them.
+      if (steps <= config_.warmup && multipliers[i] != initial)
+        in.fail_field("multipliers", "value ", i, " must be ", initial, " during the warm-up (", steps, " of ",
+                      config_.warmup, " steps), got ", multipliers[i]);
+    }
     in.end(name);
-    bool ok = steps >= 0 && fast_power >= 0 && fast_power <= 1 && slow_power >= 0 && slow_power <= 1;
-    for (std::size_t i = 0; i < N; ++i)
-      ok = ok && std::isfinite(fast[i]) && std::isfinite(slow[i]) && std::isfinite(previous[i]) &&
-           multipliers[i] >= config_.lo && multipliers[i] <= config_.hi;
-    if (!ok) detail::fail<invalid_input>("steadyloss state: AdaptiveWeight values are inconsistent");
     steps_ = steps;
     std::copy(fast.begin(), fast.end(), fast_.begin());
     std::copy(slow.begin(), slow.end(), slow_.begin());
@@ -157,8 +172,15 @@ class AdaptiveWeight {
     slow_power_ = slow_power;
     std::copy(multipliers.begin(), multipliers.end(), multipliers_.begin());
   }
+  /// Inside a Stabilizer: at most one observation per step.
+  void check_step(state_reader& in, long long step) const {
+    if (steps_ > step)
+      in.fail_field("step", "is ", step, " but AdaptiveWeight observed ", steps_, " steps (at most one per step)");
+  }
 
  private:
+  static constexpr std::string_view rule_names[] = {"share_and_rate", "dwa"};
+
   void observe(const std::array<double, N>& values, const std::array<double, N>& weights) {
     for (std::size_t i = 0; i < N; ++i)
       if (!std::isfinite(values[i]) || !std::isfinite(weights[i])) return;
@@ -223,12 +245,19 @@ class AdaptiveWeight {
   double fast_power_ = 1, slow_power_ = 1;
 };
 
-/// Copies a report's (or AdaptiveWeight's) multipliers into a composed loss, so the next
-/// evaluation uses them.
+/// Copies a report's multipliers into a composed loss, so the next evaluation uses them.
 template <class Loss, class Report>
   requires requires(const Report& r) { r.weights; }
 void apply_weights(Loss& loss, const Report& report) {
   loss.set_multipliers(std::span<const typename Loss::value_type>(report.weights));
+}
+/// Copies AdaptiveWeight's current multipliers into a composed loss (also after a restore).
+template <class Loss, std::size_t N, class T>
+void apply_weights(Loss& loss, const AdaptiveWeight<N, T>& weights) {
+  static_assert(Loss::size == N, "steadyloss::apply_weights: AdaptiveWeight<N> and the composed loss have different "
+                                 "numbers of terms");
+  const auto multipliers = weights.multipliers();
+  loss.set_multipliers(std::span<const typename Loss::value_type>(multipliers));
 }
 
 }  // namespace steadyloss

@@ -14,6 +14,7 @@
 // Costs per step: O(1) for mean, zscore and ema_zscore (windowed_stats), O(log window) for
 // median (window_median). No allocation after construction.
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <string_view>
@@ -54,16 +55,36 @@ inline void save_window(state_writer& out, const windowed_stats& w) {
   out.put_doubles("slots", w.slots());
 }
 inline void load_window(state_reader& in, windowed_stats& w) {
-  const long long count = in.get_int("count");
-  const long long next = in.get_int("next");
-  const long long replacements = in.get_int("replacements");
-  const double mean = in.get("mean");
-  const double m2 = in.get("m2");
-  const auto slots = in.get_doubles("slots", w.capacity());
   const auto cap = static_cast<long long>(w.capacity());
-  if (count < 0 || count > cap || next < 0 || next >= cap || replacements < 0 || replacements >= cap ||
-      (count < cap && next != count % cap) || !std::isfinite(mean) || !(m2 >= 0))
-    fail<invalid_input>("steadyloss state: window counters are inconsistent");
+  const long long count = in.get_count("count", 0, cap);
+  const long long next = in.get_count("next", 0, cap - 1);
+  const long long replacements = in.get_count("replacements", 0, cap - 1);
+  const double mean = in.get_finite("mean");
+  const double m2 = in.get("m2");
+  if (!(m2 >= 0.0) || !std::isfinite(m2)) in.fail_field("m2", "must be finite and >= 0, got ", m2);
+  const auto slots = in.get_finite_doubles("slots", w.capacity());
+  if (count < cap && next != count) in.fail_field("next", "must equal count (", count, ") until the window is full, got ", next);
+  if (count < cap && replacements != 0)
+    in.fail_field("replacements", "must be 0 until the window is full, got ", replacements);
+  // mean and m2 are running sums over the window's values; they drift from an exact recompute
+  // by a few ulps of the values' scale, never by more than this loose bound.
+  double sum = 0, largest = 0;
+  for (long long i = 0; i < count; ++i) {
+    sum += slots[static_cast<std::size_t>(i)];
+    largest = std::max(largest, std::fabs(slots[static_cast<std::size_t>(i)]));
+  }
+  const double exact_mean = count > 0 ? sum / static_cast<double>(count) : 0.0;
+  double exact_m2 = 0;
+  for (long long i = 0; i < count; ++i) {
+    const double d = slots[static_cast<std::size_t>(i)] - exact_mean;
+    exact_m2 += d * d;
+  }
+  const double scale = largest + std::fabs(mean);
+  if (!(std::fabs(mean - exact_mean) <= 1e-9 * scale))
+    in.fail_field("mean", "must be the mean of the window's ", count, " values (", exact_mean, "), got ", mean);
+  if (!(std::fabs(m2 - exact_m2) <= 1e-9 * (static_cast<double>(count) * scale * scale + exact_m2 + m2)))
+    in.fail_field("m2", "must be the sum of squared deviations of the window's ", count, " values (", exact_m2,
+                  "), got ", m2);
   w.set_state(slots, static_cast<std::size_t>(count), static_cast<std::size_t>(next),
               static_cast<std::size_t>(replacements), mean, m2);
 }
@@ -113,12 +134,12 @@ struct median_ratio {
     out.put_doubles("slots", window_.slots());
   }
   void load(state_reader& in) {
-    const long long count = in.get_int("count");
-    const long long next = in.get_int("next");
-    const auto slots = in.get_doubles("slots", window_.capacity());
     const auto cap = static_cast<long long>(window_.capacity());
-    if (count < 0 || count > cap || next < 0 || next >= cap || (count < cap && next != count % cap))
-      detail::fail<invalid_input>("steadyloss state: median window counters are inconsistent");
+    const long long count = in.get_count("count", 0, cap);
+    const long long next = in.get_count("next", 0, cap - 1);
+    const auto slots = in.get_finite_doubles("slots", window_.capacity());
+    if (count < cap && next != count)
+      in.fail_field("next", "must equal count (", count, ") until the window is full, got ", next);
     window_.set_state(slots, static_cast<std::size_t>(count), static_cast<std::size_t>(next));
   }
 
@@ -143,8 +164,14 @@ struct zscore {
   void accept(double x) { stats_.push(x); }
   void on_spike(double) {}
   void clear() { stats_.clear(); }
-  void save(state_writer& out) const { detail::save_window(out, stats_); }
-  void load(state_reader& in) { detail::load_window(in, stats_); }
+  void save(state_writer& out) const {
+    out.put("sigma_factor", k_);
+    detail::save_window(out, stats_);
+  }
+  void load(state_reader& in) {
+    in.expect_config(name, "sigma_factor", k_);
+    detail::load_window(in, stats_);
+  }
 
  private:
   detail::windowed_stats stats_;
@@ -184,16 +211,22 @@ struct ema_zscore {
     mean_ = variance_ = 0;
   }
   void save(state_writer& out) const {
+    out.put("alpha", alpha_);
+    out.put("z_threshold", z_);
     out.put_int("count", static_cast<long long>(count_));
     out.put("mean", mean_);
     out.put("variance", variance_);
   }
   void load(state_reader& in) {
-    const long long count = in.get_int("count");
-    const double mean = in.get("mean");
+    in.expect_config(name, "alpha", alpha_);
+    in.expect_config(name, "z_threshold", z_);
+    const long long count = in.get_count("count", 0, static_cast<long long>(warmup_));
+    const double mean = in.get_finite("mean");
     const double variance = in.get("variance");
-    if (count < 0 || static_cast<std::size_t>(count) > warmup_ || !std::isfinite(mean) || !(variance >= 0))
-      detail::fail<invalid_input>("steadyloss state: ema_zscore values are inconsistent");
+    if (!(variance >= 0.0) || !std::isfinite(variance))
+      in.fail_field("variance", "must be finite and >= 0, got ", variance);
+    if (count == 0 && (mean != 0.0 || variance != 0.0))
+      in.fail_field("mean", "and variance must be 0 before the first value, got ", mean, " and ", variance);
     count_ = static_cast<std::size_t>(count);
     mean_ = mean;
     variance_ = variance;

@@ -63,15 +63,20 @@ class EmaSmoother {
   void load(state_reader& in) {
     in.begin(name);
     in.expect_config(name, "factor", config_.factor);
-    const long long steps = in.get_int("steps");
-    const double sum = in.get("sum");
+    const long long steps = in.get_count("steps");
+    const double sum = in.get_finite("sum");
     const double power = in.get("history_power");
+    detail::check_power(in, "history_power", power, config_.factor, steps);
+    if (steps == 0 && sum != 0.0) in.fail_field("sum", "must be 0 before the first step, got ", sum);
     in.end(name);
-    if (steps < 0 || !std::isfinite(sum) || !(power >= 0.0 && power <= 1.0))
-      detail::fail<invalid_input>("steadyloss state: EmaSmoother has inconsistent values");
     steps_ = steps;
     sum_ = sum;
     history_power_ = power;
+  }
+  /// Inside a Stabilizer: at most one observation per step.
+  void check_step(state_reader& in, long long step) const {
+    if (steps_ > step)
+      in.fail_field("step", "is ", step, " but EmaSmoother observed ", steps_, " steps (at most one per step)");
   }
 
  private:

@@ -105,20 +105,28 @@ class StabilityMetrics {
     in.expect_config(name, "explosion_ratio", config_.explosion_ratio);
     detail::windowed_stats stats = stats_;
     detail::load_window(in, stats);
-    const double initial = in.get("initial_mean");
-    const long long grad_steps = in.get_int("grad_steps");
-    const double grad_sum = in.get("grad_sum");
+    const double initial = in.get_finite("initial_mean");
+    const long long grad_steps = in.get_count("grad_steps");
+    const double grad_sum = in.get_finite("grad_sum");
     const double grad_power = in.get("grad_power");
+    detail::check_power(in, "grad_power", grad_power, config_.grad_alpha, grad_steps);
     const bool explosion = in.get_bool("explosion");
+    if (explosion && grad_steps < static_cast<long long>(config_.window))
+      in.fail_field("explosion", "must be 0 before ", config_.window, " gradient norms were seen, got 1 after ",
+                    grad_steps);
     in.end(name);
-    if (std::isnan(initial) || grad_steps < 0 || !std::isfinite(grad_sum) || !(grad_power >= 0 && grad_power <= 1))
-      detail::fail<invalid_input>("steadyloss state: StabilityMetrics values are inconsistent");
     stats_ = stats;
     initial_mean_ = initial;
     grad_steps_ = grad_steps;
     grad_sum_ = grad_sum;
     grad_power_ = grad_power;
     explosion_ = explosion;
+  }
+  /// Inside a Stabilizer: at most one gradient norm per step.
+  void check_step(state_reader& in, long long step) const {
+    if (grad_steps_ > step)
+      in.fail_field("step", "is ", step, " but StabilityMetrics observed ", grad_steps_,
+                    " gradient norms (at most one per step)");
   }
 
  private:

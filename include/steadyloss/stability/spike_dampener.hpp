@@ -87,7 +87,7 @@ class SpikeDampener {
     out.begin(name);
     out.put("detector_window", static_cast<double>(config_.window));
     out.put("threshold", config_.threshold);
-    out.put("mode", static_cast<double>(config_.mode));
+    out.put_word("mode", mode_names[static_cast<std::size_t>(config_.mode)]);
     out.put("warmup", static_cast<double>(detail::effective_warmup(config_)));
     out.put("level_shift_after", static_cast<double>(config_.level_shift_after));
     out.put_int("spikes", spikes_);
@@ -105,23 +105,26 @@ class SpikeDampener {
     in.begin(name);
     in.expect_config(name, "detector_window", static_cast<double>(config_.window));
     in.expect_config(name, "threshold", config_.threshold);
-    in.expect_config(name, "mode", static_cast<double>(config_.mode));
+    in.expect_choice(name, "mode", static_cast<long long>(config_.mode), {mode_names[0], mode_names[1], mode_names[2]});
     in.expect_config(name, "warmup", static_cast<double>(detail::effective_warmup(config_)));
     in.expect_config(name, "level_shift_after", static_cast<double>(config_.level_shift_after));
-    const long long spikes = in.get_int("spikes");
-    const long long skips = in.get_int("skips");
-    const long long consecutive = in.get_int("consecutive_skips");
-    const long long run = in.get_int("consecutive_spikes");
-    const long long shifts = in.get_int("level_shifts");
-    auto run_values = in.get_doubles("run_values", run_values_.size());
+    const long long spikes = in.get_count("spikes");
+    const long long skips = in.get_count("skips");
+    const long long consecutive = in.get_count("consecutive_skips", 0, skips);
+    // A run shorter than level_shift_after (SIZE_MAX: never) that consists of counted spikes.
+    const long long longest_run = config_.level_shift_after - 1 < static_cast<std::size_t>(spikes)
+                                      ? static_cast<long long>(config_.level_shift_after - 1)
+                                      : spikes;
+    const long long run = in.get_count("consecutive_spikes", 0, longest_run);
+    const long long shifts = in.get_count("level_shifts");
+    auto run_values = in.get_finite_doubles("run_values", run_values_.size());
     in.begin(Detector::name);
     Detector detector = detector_;
     detector.load(in);
     in.end(Detector::name);
+    if (run > 0 && !detector.ready())
+      in.fail_field("consecutive_spikes", "must be 0 while the detector warms up, got ", run);
     in.end(name);
-    if (spikes < 0 || skips < 0 || consecutive < 0 || consecutive > skips || run < 0 || run > spikes ||
-        static_cast<std::size_t>(run) >= config_.level_shift_after || shifts < 0)
-      detail::fail<invalid_input>("steadyloss state: SpikeDampener counters are inconsistent");
     spikes_ = spikes;
     skips_ = skips;
     consecutive_skips_ = consecutive;
@@ -130,8 +133,16 @@ class SpikeDampener {
     run_values_.swap(run_values);
     detector_ = detector;
   }
+  /// Inside a Stabilizer: at most one spike, skip or level shift per step.
+  void check_step(state_reader& in, long long step) const {
+    if (spikes_ + level_shifts_ > step || skips_ > step)
+      in.fail_field("step", "is ", step, " but SpikeDampener counted ", spikes_, " spikes and ", level_shifts_,
+                    " level shifts and ", skips_, " skips (at most one of each per step)");
+  }
 
  private:
+  static constexpr std::string_view mode_names[] = {"dampen", "skip", "report"};
+
   struct raw_decision {
     double scale = 1;
     bool is_spike = false, skipped = false, non_finite = false, warming_up = false, level_shift = false;

@@ -214,14 +214,29 @@ class basic_stabilizer {
     if (count != static_cast<long long>(sizeof...(Policies)))
       detail::fail<invalid_input>("steadyloss state: saved with ", count, " policies, this Stabilizer has ",
                                   sizeof...(Policies));
-    const long long step = in.get_int("step");
-    if (step < 0) detail::fail<invalid_input>("steadyloss state: Stabilizer step must be >= 0, got ", step);
+    const long long step = in.get_count("step");
     auto staged = policies_;
     std::apply([&](auto&... p) { (p.load(in), ...); }, staged);
+    // Every policy sees each step at most once: no counter may run ahead of the pipeline's.
+    std::apply([&](const auto&... p) {
+      ([&] { if constexpr (requires { p.check_step(in, step); }) p.check_step(in, step); }(), ...);
+    }, staged);
     in.end("Stabilizer");
     in.finish();
     policies_ = std::move(staged);
     step_ = step;
+  }
+
+  /// AdaptiveWeight's current multipliers: what the last report's `weights` held, and what a
+  /// restored pipeline's loss must be evaluated with next (apply_weights(loss, guard)).
+  std::array<value_type, terms> multipliers() const
+    requires(terms > 0)
+  {
+    std::array<value_type, terms> out{};
+    std::apply([&](const auto&... p) {
+      ([&] { if constexpr (requires { p.multipliers(); }) out = p.multipliers(); }(), ...);
+    }, policies_);
+    return out;
   }
 
  private:
@@ -291,6 +306,23 @@ using Stabilizer = basic_stabilizer<local_reducer, Policies...>;
 template <Reducer R, class... Policies>
 basic_stabilizer<R, Policies...> with_reducer(R reducer, Policies... policies) {
   return basic_stabilizer<R, Policies...>(std::move(reducer), std::move(policies)...);
+}
+
+/// Copies the Stabilizer's AdaptiveWeight multipliers into a composed loss. After
+/// guard.restore(text) this is what puts the loss back where it was when the state was saved:
+/// the loss keeps its multipliers outside the state, and without them the first resumed step
+/// is evaluated with other weights (and every later decision differs).
+template <class Loss, Reducer R, class... Policies>
+void apply_weights(Loss& loss, const basic_stabilizer<R, Policies...>& guard) {
+  constexpr std::size_t terms = basic_stabilizer<R, Policies...>::terms;
+  static_assert(terms > 0, "steadyloss::apply_weights(loss, guard): this Stabilizer has no AdaptiveWeight, so it "
+                           "holds no multipliers; leave the loss's multipliers alone");
+  if constexpr (terms > 0) {
+    static_assert(Loss::size == terms, "steadyloss::apply_weights: AdaptiveWeight<N> and the composed loss have "
+                                       "different numbers of terms");
+    const auto multipliers = guard.multipliers();
+    loss.set_multipliers(std::span<const typename Loss::value_type>(multipliers));
+  }
 }
 
 /// Saves any single policy in the state format (for policies used outside a Stabilizer).

@@ -1,7 +1,7 @@
 #pragma once
 // The resume format of every step policy and of the Stabilizer: versioned, portable text.
 //
-//   steadyloss-state 2
+//   steadyloss-state 3
 //   begin EmaSmoother
 //   factor 0x1.999999999999ap-4
 //   steps 17
@@ -15,10 +15,22 @@
 // every byte before it, so a truncated or edited state is rejected. Readers check the version,
 // every key in order and the checksum, and throw steadyloss::invalid_input on any mismatch;
 // callers parse into a copy and commit only on success, so a bad state never half-loads.
+//
+// A valid checksum proves only that the text is what some writer wrote, not that it came from
+// this library: every field is range-checked on load and the fields that depend on each other
+// are checked together, each message naming the field. Counters may not exceed
+// max_state_counter (2^53): no run reaches it, the next updates cannot overflow, and every
+// counter converts to double exactly.
+//
+// Version 3 adds every setting that changes a decision (AdaptiveWeight's fast, slow, warmup
+// and temperature; the zscore and ema_zscore detectors' parameters; EarlyStopper's other
+// options), so a state from a differently configured pipeline is rejected naming the setting.
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <istream>
 #include <iterator>
 #include <limits>
@@ -32,7 +44,11 @@
 
 namespace steadyloss {
 
-inline constexpr int state_format_version = 2;  // 2: level shifts, non-finite runs
+// 2: level shifts, non-finite runs; 3: every decision-changing setting, validated ranges
+inline constexpr int state_format_version = 3;
+
+/// The largest counter a state may hold (2^53; see above).
+inline constexpr long long max_state_counter = 1LL << 53;
 
 namespace detail {
 
@@ -88,6 +104,8 @@ class state_writer {
   void put(std::string_view key, double value) { line(key, detail::format_double(value)); }
   void put_int(std::string_view key, long long value) { line(key, std::to_string(value)); }
   void put_bool(std::string_view key, bool value) { line(key, value ? "1" : "0"); }
+  /// A setting that is one of a few names (a mode, a rule); read back with expect_choice.
+  void put_word(std::string_view key, std::string_view word) { line(key, word); }
   template <class Range>
   void put_doubles(std::string_view key, const Range& values) {
     std::string joined = std::to_string(std::size(values));
@@ -123,6 +141,20 @@ class state_writer {
 class state_reader {
  public:
   explicit state_reader(std::string_view text) {
+    // A text-mode copy on Windows (or a git checkout with autocrlf) turns every \n into \r\n;
+    // say so instead of reporting a checksum mismatch.
+    if (text.find('\r') != std::string_view::npos)
+      detail::fail<invalid_input>("steadyloss state: the text has CRLF (\\r\\n) line endings; it was converted "
+                                  "as text on the way (a Windows text-mode copy or git autocrlf): copy it byte for "
+                                  "byte (binary mode)");
+    // The version comes before the checksum: an older or newer state says which version it is.
+    const std::string_view header = text.substr(0, text.find('\n'));
+    if (header.substr(0, 17) != "steadyloss-state ")
+      detail::fail<invalid_input>("steadyloss state: not a steadyloss state (first line '", header.substr(0, 64),
+                                  "')");
+    if (header.substr(17) != std::to_string(state_format_version))
+      detail::fail<invalid_input>("steadyloss state: unsupported version '", header.substr(17, 32),
+                                  "', this build reads version ", state_format_version);
     const auto last = text.rfind("checksum ");
     if (last == std::string_view::npos || (last != 0 && text[last - 1] != '\n'))
       detail::fail<invalid_input>("steadyloss state: no checksum line (truncated?)");
@@ -131,24 +163,59 @@ class state_reader {
     std::uint64_t expected = 0;
     const auto r = std::from_chars(tail.data(), tail.data() + tail.size(), expected, 16);
     if (r.ec != std::errc{} || r.ptr != tail.data() + tail.size())
-      detail::fail<invalid_input>("steadyloss state: malformed checksum line '", tail, "'");
+      detail::fail<invalid_input>("steadyloss state: malformed checksum line '", tail.substr(0, 64), "'");
     body_ = std::string(text.substr(0, last));
     if (detail::fnv1a(body_) != expected)
       detail::fail<invalid_input>("steadyloss state: checksum mismatch (corrupted or truncated state)");
-    const std::string_view header = next_line();
-    std::string want = "steadyloss-state ";
-    want.append(std::to_string(state_format_version));
-    if (header.substr(0, 17) != "steadyloss-state ")
-      detail::fail<invalid_input>("steadyloss state: not a steadyloss state (first line '", header, "')");
-    if (header != want)
-      detail::fail<invalid_input>("steadyloss state: unsupported version '", header.substr(17),
-                                  "', this build reads version ", state_format_version);
+    next_line();  // the header, checked above
   }
   explicit state_reader(std::istream& in)
       : state_reader(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>())) {}
 
-  void begin(std::string_view section) { expect_word("begin", section); }
-  void end(std::string_view section) { expect_word("end", section); }
+  void begin(std::string_view section) {
+    expect_word("begin", section);
+    if (!section_.empty()) section_.push_back('.');
+    section_.append(section);
+  }
+  void end(std::string_view section) {
+    expect_word("end", section);
+    const auto dot = section_.rfind('.');
+    section_.resize(dot == std::string::npos ? 0 : dot);
+  }
+  /// The sections being read, outermost first ("Stabilizer.SpikeDampener.mean_ratio").
+  const std::string& section() const { return section_; }
+
+  /// Throws invalid_input naming the current section and the field.
+  template <class... Parts>
+  [[noreturn]] void fail_field(std::string_view key, const Parts&... parts) const {
+    detail::fail<invalid_input>("steadyloss state: ", section_, " ", key, " ", parts...);
+  }
+
+  /// An integer in [lo, hi].
+  long long get_count(std::string_view key, long long lo = 0, long long hi = max_state_counter) {
+    const long long v = get_int(key);
+    if (v < lo || v > hi) fail_field(key, "must be in [", lo, ", ", hi, "], got ", v);
+    return v;
+  }
+  /// A finite double.
+  double get_finite(std::string_view key) {
+    const double v = get(key);
+    if (!std::isfinite(v)) fail_field(key, "must be finite, got ", v);
+    return v;
+  }
+  /// A double in [lo, hi] (so never NaN).
+  double get_in(std::string_view key, double lo, double hi) {
+    const double v = get(key);
+    if (!(v >= lo && v <= hi)) fail_field(key, "must be in [", lo, ", ", hi, "], got ", v);
+    return v;
+  }
+  /// `key count v0 v1 ...` with every value finite.
+  std::vector<double> get_finite_doubles(std::string_view key, std::size_t expected_count) {
+    auto values = get_doubles(key, expected_count);
+    for (std::size_t i = 0; i < values.size(); ++i)
+      if (!std::isfinite(values[i])) fail_field(key, "value ", i, " must be finite, got ", values[i]);
+    return values;
+  }
 
   double get(std::string_view key) {
     const std::string_view value = value_of(key);
@@ -201,6 +268,19 @@ class state_reader {
       detail::fail<invalid_input>("steadyloss state: ", section, " was saved with ", key, " = ", stored,
                                   ", this one has ", live, "; restore into an identically configured pipeline");
   }
+  /// The same for a setting that is a choice (mode, rule): names both by their names.
+  void expect_choice(std::string_view section, std::string_view key, long long live,
+                     std::initializer_list<std::string_view> names) {
+    const std::string_view value = value_of(key);
+    const auto it = std::find(names.begin(), names.end(), value);
+    const long long live_index = live;
+    if (it == names.end() || it - names.begin() != live_index) {
+      const std::string_view live_name =
+          live_index >= 0 && live_index < static_cast<long long>(names.size()) ? names.begin()[live_index] : "?";
+      detail::fail<invalid_input>("steadyloss state: ", section, " was saved with ", key, " = ", value,
+                                  ", this one has ", live_name, "; restore into an identically configured pipeline");
+    }
+  }
   void finish() {
     if (position_ != body_.size())
       detail::fail<invalid_input>("steadyloss state: unexpected trailing line '", next_line(), "'");
@@ -229,6 +309,20 @@ class state_reader {
   }
   std::string body_;
   std::size_t position_ = 0;
+  std::string section_;
 };
+
+namespace detail {
+/// Checks a running product power = factor^steps (flushed to 0 below 2^-60, as the policies do)
+/// against pow: each multiply rounds by at most half an ulp, so they agree to (steps + 4) ulps.
+inline void check_power(state_reader& in, std::string_view key, double power, double factor, long long steps) {
+  const double expected = std::pow(factor, static_cast<double>(steps));
+  const double tolerance = expected * static_cast<double>(steps + 4) * 0x1p-52;
+  const bool flushed = power == 0.0 && expected <= 0x1p-58;
+  const bool close = power >= 0x1p-60 && std::fabs(power - expected) <= tolerance;
+  if (!flushed && !close)
+    in.fail_field(key, "must be ", factor, "^", steps, " = ", expected, " (after ", steps, " steps), got ", power);
+}
+}  // namespace detail
 
 }  // namespace steadyloss

@@ -195,7 +195,7 @@ TEST_CASE("an over-long line is an error, not an unbounded buffer", "[replay][re
   CHECK(error_of(path, {}, o) == path + ":2: line longer than 1000 bytes (is this a CSV/TSV log?)");
 }
 
-TEST_CASE("blank lines are skipped; a last line without newline is read", "[replay][reader]") {
+TEST_CASE("blank lines are skipped, a last line without newline is read", "[replay][reader]") {
   const auto path = fixture("blank.csv", "step,loss\n\n1,0.5\n   \n2,0.25");
   const auto rows = read_all(path);
   REQUIRE(rows.size() == 2);
@@ -314,7 +314,7 @@ TEST_CASE("replay: a run that ends non-finite is marked in the summary and the C
   CHECK(rows[6].at("limit").empty());  // no limit applies to a non-finite step
 }
 
-TEST_CASE("replay: a NaN in the middle is counted, not taken for the end; NaN validation at the end is",
+TEST_CASE("replay: a NaN in the middle is counted but is not the end, a NaN validation value at the end is",
           "[replay][output]") {
   const auto recovered = fixture("mid_nan.csv", "step,loss\n0,1\n1,nan\n2,1\n");
   std::ifstream in(recovered);
@@ -451,7 +451,7 @@ TEST_CASE("replay: a loss that settles at a new level is a level shift, not a sp
   CHECK_THAT(events.str(), Catch::Contains("skipped steps: 0 (0 non-finite), level shifts: 1\n"));
 }
 
-TEST_CASE("replay: non-finite loss is skipped; early stop on validation with best step", "[replay][output]") {
+TEST_CASE("replay: non-finite loss is skipped, early stop on validation with best step", "[replay][output]") {
   // Validation 1.0, 0.9, then no improvement by more than min_delta 0.0005: patience 2 stops at
   // the 4th validation value (step 30), best 0.9 at step 10.
   const auto path = fixture("stop.csv",

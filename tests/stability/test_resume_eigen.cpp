@@ -36,6 +36,9 @@ struct batch_data {
   matrix<T> mel{batch * max_frames, mel_bins};
   vector<T> stop{batch * max_frames};
   std::vector<int> lengths;
+  // Padding as one mask weight per element (0 past a sequence's length).
+  matrix<T> mel_mask{batch * max_frames, mel_bins};
+  vector<T> stop_mask{batch * max_frames};
 };
 
 // The batch of step `step` depends on the step only, as a data loader's position does. Every 17th
@@ -54,6 +57,8 @@ batch_data<T> make_batch(long long step) {
     const int frame = static_cast<int>(r % max_frames);
     b.stop(r) = frame == b.lengths[static_cast<std::size_t>(r / max_frames)] - 1 ? T(1) : T(0);
     b.inputs(r, features - 1) = b.stop(r) - T(0.5);  // the stop is learnable, slowly
+    b.stop_mask(r) = frame < b.lengths[static_cast<std::size_t>(r / max_frames)] ? T(1) : T(0);
+    b.mel_mask.row(r).setConstant(b.stop_mask(r));
   }
   if (step % 17 == 16) b.mel *= T(12);
   if (step == 60 || step == 61) b.mel(0, 0) = std::numeric_limits<T>::quiet_NaN();
@@ -103,8 +108,7 @@ void train(Loss& loss, Guard& guard, trainer<T>& model, long long first, long lo
     stop_logits = b.inputs * model.w_stop;
     d_mel.resize(mel_pred.rows(), mel_pred.cols());
     d_stop.resize(stop_logits.size());
-    const auto frames = sl::lengths(b.lengths, std::size_t{max_frames});
-    const auto r = loss.evaluate(sl::inputs(mel_pred, b.mel, frames), sl::inputs(stop_logits, b.stop, frames),
+    const auto r = loss.evaluate(sl::inputs(mel_pred, b.mel, b.mel_mask), sl::inputs(stop_logits, b.stop, b.stop_mask),
                                  sl::grads(d_mel, d_stop));
     const matrix<T> g_mel = b.inputs.transpose() * d_mel;
     const vector<T> g_stop = b.inputs.transpose() * d_stop;

@@ -370,6 +370,14 @@ TEST_CASE("replay plot: a log-scale loss axis when the values span more than 3 d
   CHECK_FALSE(rp::log_scale(z, rp::plot_scale::automatic));
   CHECK_THAT(plot_script(w, rp::plot_scale::linear), !Catch::Contains("logscale"));
   CHECK_THAT(plot_script(n, rp::plot_scale::log), Catch::Contains("set logscale y\n"));
+  // Asked for, a log axis leaves the zero out and starts below the smallest positive value (1).
+  const auto forced = plot_script(z, rp::plot_scale::log);
+  CHECK_THAT(forced, Catch::Contains("set logscale y\n"));
+  const auto range = forced.find("set yrange [");
+  REQUIRE(range != std::string::npos);
+  const double lower = std::strtod(forced.c_str() + range + 12, nullptr);
+  CHECK(lower > 0);
+  CHECK(lower < 1);
 }
 
 TEST_CASE("replay plot: markers for spikes, skipped and non-finite steps, level shifts and the stop",

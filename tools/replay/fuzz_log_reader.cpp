@@ -4,6 +4,7 @@
 //       tools/replay/fuzz_log_reader.cpp -o replay_fuzz && ./replay_fuzz -max_total_time=20
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <sstream>
 #include <string>
 
@@ -36,7 +37,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       return 0;
     }
     std::ostringstream events, annotated;
-    (void)rp::run_replay(reader, options, events, &annotated);
+    const auto summary = rp::run_replay(reader, options, events, &annotated);
+    // The plot script gets finite numbers only, whatever the log held.
+    for (const auto scale : {rp::plot_scale::automatic, rp::plot_scale::log}) {
+      std::ostringstream script;
+      rp::write_plot_script(script, {.png = "fuzz.png", .data = "fuzz.csv", .title = "fuzz.csv", .scale = scale},
+                            summary);
+      if (script.str().find("nan") != std::string::npos || script.str().find("inf") != std::string::npos)
+        std::abort();
+    }
   } catch (const rp::log_error&) {
   }
   return 0;

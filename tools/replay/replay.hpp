@@ -82,7 +82,8 @@ struct replay_summary {
   // What the plot needs: the range of the finite values drawn (loss, smoothed, limit, validation).
   double finite_min = std::numeric_limits<double>::infinity();
   double finite_max = -std::numeric_limits<double>::infinity();
-  bool any_non_positive = false;        ///< a drawn value <= 0: no log scale
+  double positive_min = std::numeric_limits<double>::infinity();  ///< the smallest drawn value > 0
+  bool any_non_positive = false;        ///< a drawn value <= 0: no automatic log scale
   double first_step = 0, last_step = 0; ///< the x range
   long long skipped_spikes = 0;         ///< spikes with scale 0 (skip mode, or no limit yet)
 };
@@ -133,6 +134,7 @@ inline void track_range(replay_summary& s, double x) {
   s.finite_min = std::min(s.finite_min, x);
   s.finite_max = std::max(s.finite_max, x);
   if (x <= 0) s.any_non_positive = true;
+  else s.positive_min = std::min(s.positive_min, x);
 }
 
 template <std::size_t N>
@@ -405,10 +407,11 @@ struct plot_request {
   plot_scale scale = plot_scale::automatic;
 };
 
-/// Whether the loss axis is logarithmic: as asked, or (automatic) when every drawn value is > 0
-/// and they span more than 3 decades, where a linear axis flattens everything but the first steps.
+/// Whether the loss axis is logarithmic: as asked (when some drawn value is > 0; values <= 0 are
+/// then not drawn), or (automatic) when every drawn value is > 0 and they span more than 3
+/// decades, where a linear axis flattens everything but the first steps.
 inline bool log_scale(const replay_summary& s, plot_scale scale) {
-  if (scale != plot_scale::automatic) return scale == plot_scale::log;
+  if (scale != plot_scale::automatic) return scale == plot_scale::log && s.positive_min <= s.finite_max;
   return !s.any_non_positive && s.finite_min > 0 && s.finite_max / s.finite_min > 1e3;
 }
 
@@ -427,21 +430,25 @@ inline std::string gnuplot_quoted(const std::string& text) {
 /// shaded tail.
 inline void write_plot_script(std::ostream& gp, const plot_request& p, const replay_summary& s) {
   const bool log = log_scale(s, p.scale);
-  // Axis range from the finite values, with room above them for the non-finite markers.
+  // Axis range from the finite values, with room above them for the non-finite markers; clamped,
+  // so values near the double range (1e308) still give gnuplot finite numbers.
+  constexpr double largest = std::numeric_limits<double>::max(), smallest = std::numeric_limits<double>::min();
+  const auto clamp = [&](double x) { return std::clamp(x, -largest, largest); };
   double lo = 0, hi = 1, marker_y = 0.9;
   if (s.finite_min <= s.finite_max) {
-    if (log && s.finite_min > 0) {
-      const double decades = std::max(1.0, std::log10(s.finite_max / s.finite_min));
-      lo = s.finite_min / std::pow(10.0, 0.05 * decades);
-      marker_y = s.finite_max * std::pow(10.0, 0.06 * decades);
-      hi = s.finite_max * std::pow(10.0, 0.12 * decades);
+    if (log) {
+      const double decades = std::max(1.0, std::log10(s.finite_max) - std::log10(s.positive_min));
+      lo = std::max(smallest, s.positive_min / std::pow(10.0, 0.05 * decades));
+      marker_y = clamp(s.finite_max * std::pow(10.0, 0.06 * decades));
+      hi = clamp(s.finite_max * std::pow(10.0, 0.12 * decades));
     } else {
-      const double span = s.finite_max > s.finite_min ? s.finite_max - s.finite_min
+      const double span = s.finite_max > s.finite_min ? clamp(s.finite_max - s.finite_min)
                                                        : std::max(std::fabs(s.finite_max), 1.0);
-      lo = s.finite_min >= 0 ? std::max(0.0, s.finite_min - 0.05 * span) : s.finite_min - 0.05 * span;
-      marker_y = s.finite_max + 0.06 * span;
-      hi = s.finite_max + 0.12 * span;
+      lo = clamp(s.finite_min >= 0 ? std::max(0.0, s.finite_min - 0.05 * span) : s.finite_min - 0.05 * span);
+      marker_y = clamp(s.finite_max + 0.06 * span);
+      hi = clamp(s.finite_max + 0.12 * span);
     }
+    if (!(hi > lo)) hi = lo + std::max(std::fabs(lo), 1.0);  // all at the top of the range
   }
   const auto column = [](std::string_view name) {
     std::string ref(1, '$');  // appended, not "$" + ...: g++ 12 warns a false -Wrestrict on that
@@ -454,12 +461,13 @@ inline void write_plot_script(std::ostream& gp, const plot_request& p, const rep
      << "set title " << detail::gnuplot_quoted("steadyloss-replay: " + p.title) << " noenhanced\n"
      << (log ? "set logscale y\nset ylabel 'loss (log scale)'\n" : "set ylabel 'loss'\n")
      << "set yrange [" << detail::exact(lo) << ":" << detail::exact(hi) << "]\n";
-  if (s.trailing_non_finite > 0)
+  // A step column may itself hold NaN/Inf: such steps get no vertical mark.
+  if (s.trailing_non_finite > 0 && std::isfinite(s.trailing_non_finite_step))
     gp << "set object 1 rect from first " << detail::exact(s.trailing_non_finite_step)
        << ", graph 0 to graph 1, graph 1 behind fc rgb '#fbe3e0' fs solid 1.0 noborder\n"
        << "set label 1 'non-finite to the end' at first " << detail::exact(s.trailing_non_finite_step)
        << ", graph 0.04 right offset -0.5,0 tc rgb '#a93226'\n";
-  if (s.stopped)
+  if (s.stopped && std::isfinite(s.stop_step))
     gp << "set arrow 1 from first " << detail::exact(s.stop_step) << ", graph 0 to first " << detail::exact(s.stop_step)
        << ", graph 1 nohead lc rgb 'black' dt 2\nset label 2 'early stop (" << s.reason << ")' at first "
        << detail::exact(s.stop_step) << ", graph 0.88 "
@@ -492,7 +500,7 @@ inline void write_plot_script(std::ostream& gp, const plot_request& p, const rep
   if (s.non_finite + s.validation_non_finite > 0)
     add(column("non_finite") + " == 1 ? " + detail::exact(marker_y) + " : 1/0",
         "with points pt 2 ps 1.0 lw 2 lc rgb '#a93226'", "non-finite (skipped)");
-  if (s.has_best && std::isfinite(s.best))
+  if (s.has_best && std::isfinite(s.best) && std::isfinite(s.best_step))
     plots.push_back("'+' using (" + detail::exact(s.best_step) + "):(" + detail::exact(s.best) +
                     ") every ::0::0 with points pt 8 ps 1.6 lw 2 lc rgb 'black' title 'best (restore)'");
   if (plots.empty()) plots.push_back(data + " every ::1 using " + x + ":(1/0) notitle");

@@ -208,9 +208,9 @@ void tts_composed_steadyloss(benchmark::State& state) {
   auto loss = sl::compose(sl::term(sl::Huber<float>{.delta = delta}, 35.0f),
                           sl::term(sl::LabelSmoothing{sl::BalancedBCE<float>{.pos_weight = pos_weight}, eps}, 1.0f));
   for (auto _ : state) {
-    const auto lengths = sl::lengths(b.lengths, b.frames);
-    auto r = loss.evaluate(sl::inputs(b.mel_pred, b.mel_target, lengths),
-                           sl::inputs(b.stop_logits, b.stop_target, lengths), sl::grads(b.d_mel, b.d_stop));
+    auto r = loss.evaluate(sl::inputs(b.mel_pred, b.mel_target, sl::lengths(b.lengths, b.frames, b.mel_bins)),
+                           sl::inputs(b.stop_logits, b.stop_target, sl::lengths(b.lengths, b.frames, 1)),
+                           sl::grads(b.d_mel, b.d_stop));
     benchmark::DoNotOptimize(r);
     benchmark::ClobberMemory();
   }

@@ -29,8 +29,8 @@ int main() {
       sl::term(sl::LabelSmoothing{sl::BalancedBCE<float>{.pos_weight = 5.0f}, 0.05f}, 1.0f));  // stop
 
   std::vector<float> d_mel(mel_pred.size()), d_stop(stop_logits.size());
-  const auto r = loss.evaluate(sl::inputs(mel_pred, mel_target, sl::lengths(lengths, max_frames)),
-                               sl::inputs(stop_logits, stop_target, sl::lengths(lengths, max_frames)),
+  const auto r = loss.evaluate(sl::inputs(mel_pred, mel_target, sl::lengths(lengths, max_frames, mel_bins)),
+                               sl::inputs(stop_logits, stop_target, sl::lengths(lengths, max_frames, 1)),
                                sl::grads(d_mel, d_stop));
 
   std::printf("mel (Huber)        %.6f  x weight %.1f\n", static_cast<double>(r.values[0]), static_cast<double>(r.weights[0]));

@@ -279,7 +279,7 @@ TEMPLATE_TEST_CASE("eigen: a frame mask and per-sequence lengths match the weigh
       for (std::size_t t = 0; t < static_cast<std::size_t>(lengths[b]); ++t)
         for (std::size_t f = 0; f < 3; ++f) weights[(b * 5 + t) * 3 + f] = 1;
     check_all_terms(pred, regression, binary, grad, grad.data(), fx, weights,
-                    [&](const auto& p, const auto& t) { return sl::inputs(p, t, sl::lengths(lengths, 5)); });
+                    [&](const auto& p, const auto& t) { return sl::inputs(p, t, sl::lengths(lengths, 5, 3)); });
     // padding frames get a zero gradient
     CHECK((grad.middleRows(max_frames + 2, 3).array() == T(0)).all());
   }
@@ -289,7 +289,7 @@ TEMPLATE_TEST_CASE("eigen: a frame mask and per-sequence lengths match the weigh
     std::vector<long double> weights(count);
     for (std::size_t i = 0; i < count; ++i) weights[i] = mask(static_cast<Eigen::Index>(i / 3));
     check_all_terms(pred, regression, binary, grad, grad.data(), fx, weights,
-                    [&](const auto& p, const auto& t) { return sl::inputs(p, t, mask); });
+                    [&](const auto& p, const auto& t) { return sl::inputs(p, t, sl::per_frame(mask, features)); });
   }
   SECTION("an element mask as a row-major Array") {
     Eigen::Array<T, Dynamic, Dynamic, Eigen::RowMajor> mask(batch * max_frames, features);
@@ -322,7 +322,7 @@ TEMPLATE_TEST_CASE("eigen: a composed mel + stop loss writes each term's weighte
 
   auto loss = sl::compose(sl::term(sl::Huber<T>{.delta = T(1)}, T(35)),
                           sl::term(sl::LabelSmoothing{sl::BalancedBCE<T>{.pos_weight = T(5)}, T(0.05)}, T(1)));
-  const auto r = loss.evaluate(sl::inputs(mel_pred, mel_target, frame_mask),
+  const auto r = loss.evaluate(sl::inputs(mel_pred, mel_target, sl::per_frame(frame_mask, mel_bins)),
                                sl::inputs(stop_logits, stop_target, frame_mask), sl::grads(d_mel, d_stop));
 
   std::vector<long double> mel_weights(frames * mel_bins), stop_weights(frames);
@@ -385,7 +385,7 @@ TEMPLATE_TEST_CASE("eigen: wrong sizes throw shape_mismatch", "[eigen]", float, 
   CHECK_THROWS_AS(sl::evaluate(sl::MSE<T>{}, sl::inputs(pred, pred), short_grad), sl::shape_mismatch);
   CHECK_THROWS_AS(sl::value(sl::L1<T>{}, sl::inputs(pred, pred, wrong_mask)), sl::shape_mismatch);
   const std::vector<int> lengths{1, 1, 1};
-  CHECK_THROWS_AS(sl::value(sl::L1<T>{}, sl::inputs(pred, pred, sl::lengths(lengths, 5))), sl::shape_mismatch);
+  CHECK_THROWS_AS(sl::value(sl::L1<T>{}, sl::inputs(pred, pred, sl::lengths(lengths, 5, 1))), sl::shape_mismatch);
   CHECK_THROWS_WITH(sl::value(sl::Huber<T>{}, sl::inputs(pred, target)),
                     Catch::Contains("pred has 12 elements, target 9"));
 }

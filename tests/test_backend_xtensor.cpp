@@ -237,7 +237,7 @@ TEMPLATE_TEST_CASE("xtensor: a frame mask and per-sequence lengths match the wei
       for (std::size_t t = 0; t < static_cast<std::size_t>(lengths[b]); ++t)
         for (std::size_t f = 0; f < features; ++f) weights[(b * max_frames + t) * features + f] = 1;
     check_all_terms(pred, regression, binary, grad, grad.data(), fx, weights, [&](const auto& p, const auto& t) {
-      return sl::inputs(p, t, sl::lengths(lengths, max_frames));
+      return sl::inputs(p, t, sl::lengths(lengths, max_frames, features));
     });
     // padding frames get a zero gradient
     const bool padding_is_zero = xt::all(xt::equal(xt::view(grad, 1, xt::range(2, 5), xt::all()), T(0)));
@@ -248,7 +248,7 @@ TEMPLATE_TEST_CASE("xtensor: a frame mask and per-sequence lengths match the wei
     std::vector<long double> weights(count);
     for (std::size_t i = 0; i < count; ++i) weights[i] = mask.data()[i / features];
     check_all_terms(pred, regression, binary, grad, grad.data(), fx, weights,
-                    [&](const auto& p, const auto& t) { return sl::inputs(p, t, mask); });
+                    [&](const auto& p, const auto& t) { return sl::inputs(p, t, sl::per_frame(mask, features)); });
   }
   SECTION("an element mask as an xarray") {
     xt::xarray<T> mask = xt::xarray<T>::from_shape({batch, max_frames, features});
@@ -281,7 +281,7 @@ TEMPLATE_TEST_CASE("xtensor: a composed mel + stop loss writes each term's weigh
 
   auto loss = sl::compose(sl::term(sl::Huber<T>{.delta = T(1)}, T(35)),
                           sl::term(sl::LabelSmoothing{sl::BalancedBCE<T>{.pos_weight = T(5)}, T(0.05)}, T(1)));
-  const auto r = loss.evaluate(sl::inputs(mel_pred, mel_target, frame_mask),
+  const auto r = loss.evaluate(sl::inputs(mel_pred, mel_target, sl::per_frame(frame_mask, mel_bins)),
                                sl::inputs(stop_logits, stop_target, frame_mask), sl::grads(d_mel, d_stop));
 
   std::vector<long double> mel_weights(batch * frames * mel_bins), stop_weights(batch * frames);
@@ -351,7 +351,7 @@ TEMPLATE_TEST_CASE("xtensor: wrong sizes throw shape_mismatch", "[xtensor]", flo
   CHECK_THROWS_AS(sl::evaluate(sl::MSE<T>{}, sl::inputs(pred, pred), short_grad), sl::shape_mismatch);
   CHECK_THROWS_AS(sl::value(sl::L1<T>{}, sl::inputs(pred, pred, wrong_mask)), sl::shape_mismatch);
   const std::vector<int> lengths{1, 1, 1};
-  CHECK_THROWS_AS(sl::value(sl::L1<T>{}, sl::inputs(pred, pred, sl::lengths(lengths, 5))), sl::shape_mismatch);
+  CHECK_THROWS_AS(sl::value(sl::L1<T>{}, sl::inputs(pred, pred, sl::lengths(lengths, 5, 1))), sl::shape_mismatch);
   CHECK_THROWS_WITH(sl::value(sl::Huber<T>{}, sl::inputs(pred, target)),
                     Catch::Contains("pred has 12 elements, target 9"));
 

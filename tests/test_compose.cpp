@@ -36,8 +36,8 @@ TEMPLATE_TEST_CASE("a composed loss is its terms, weighted, in one call", "[comp
                                sl::composed_loss<sl::Huber<T>, sl::LabelSmoothing<sl::BalancedBCE<T>>>>);
   static_assert(decltype(loss)::size == 2);
 
-  const auto mel_in = sl::inputs(mel_pred, mel_target, sl::lengths(lengths, 50));
-  const auto stop_in = sl::inputs(stop_logits, stop_target, sl::lengths(lengths, 50));
+  const auto mel_in = sl::inputs(mel_pred, mel_target, sl::lengths(lengths, 50, bins));
+  const auto stop_in = sl::inputs(stop_logits, stop_target, sl::lengths(lengths, 50, 1));
   const auto r = loss.evaluate(mel_in, stop_in, sl::grads(d_mel, d_stop));
   const auto mel = sl::evaluate(loss.template term<0>(), mel_in, want_mel);
   const auto stop = sl::evaluate(loss.template term<1>(), stop_in, want_stop);

@@ -37,10 +37,10 @@ TEMPLATE_TEST_CASE("parallel_executor matches the serial pass", "[parallel]", fl
   const std::vector<long> lengths{100006, 3, 70001};
   auto loss = sl::compose(sl::term(sl::Huber<T>{}, T(2)), term);
   std::vector<T> g0(n), g1(n), h0(n), h1(n);
-  const auto serial_r = loss.evaluate(sl::inputs(pred, target, mask), sl::inputs(pred, target, sl::lengths(lengths, 100006)),
+  const auto serial_r = loss.evaluate(sl::inputs(pred, target, mask), sl::inputs(pred, target, sl::lengths(lengths, 100006, 1)),
                                       sl::grads(g0, g1));
   const auto parallel_r = loss.evaluate_on(pool, sl::inputs(pred, target, mask),
-                                           sl::inputs(pred, target, sl::lengths(lengths, 100006)), sl::grads(h0, h1));
+                                           sl::inputs(pred, target, sl::lengths(lengths, 100006, 1)), sl::grads(h0, h1));
   CHECK(parallel_r.total == Approx(serial_r.total).epsilon(1e-6));
   CHECK(h0 == g0);
   CHECK(h1 == g1);

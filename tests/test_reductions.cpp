@@ -2,6 +2,8 @@
 // accuracy at 16M elements, and the errors for bad input.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -63,15 +65,15 @@ TEST_CASE("the reduced gradient is the derivative of the reduced value", "[reduc
   batch<double> b;
   std::vector<double> grad(b.n);
   const sl::Huber<double> term{.delta = 0.8};
-  const auto in = sl::inputs(b.pred, b.target, b.frame_mask);
+  const auto in = sl::inputs(b.pred, b.target, sl::per_frame(b.frame_mask, b.features));
   sl::evaluate(term, in, grad);
   const double h = 1e-6;
   for (std::size_t i : {0u, 17u, 40u, 60u, 104u}) {
     std::vector<double> plus = b.pred, minus = b.pred;
     plus[i] += h;
     minus[i] -= h;
-    const double numeric = (sl::value(term, sl::inputs(plus, b.target, b.frame_mask)).value -
-                            sl::value(term, sl::inputs(minus, b.target, b.frame_mask)).value) / (2 * h);
+    const double numeric = (sl::value(term, sl::inputs(plus, b.target, sl::per_frame(b.frame_mask, b.features))).value -
+                            sl::value(term, sl::inputs(minus, b.target, sl::per_frame(b.frame_mask, b.features))).value) / (2 * h);
     INFO("element " << i);
     CHECK(grad[i] == Approx(numeric).margin(1e-9));
   }
@@ -88,13 +90,13 @@ TEMPLATE_TEST_CASE("a frame mask and per-sequence lengths give the weighted mean
   want /= count;
 
   std::vector<T> grad_mask(b.n, T(7)), grad_lengths(b.n, T(7));
-  const auto by_mask = sl::evaluate(term, sl::inputs(b.pred, b.target, b.frame_mask), grad_mask);
+  const auto by_mask = sl::evaluate(term, sl::inputs(b.pred, b.target, sl::per_frame(b.frame_mask, b.features)), grad_mask);
   const auto by_lengths =
-      sl::evaluate(term, sl::inputs(b.pred, b.target, sl::lengths(b.lengths, b.frames)), grad_lengths);
+      sl::evaluate(term, sl::inputs(b.pred, b.target, sl::lengths(b.lengths, b.frames, b.features)), grad_lengths);
   CHECK(by_mask.value == Approx(static_cast<double>(want)).epsilon(reference::tolerance<T>()));
   CHECK(by_lengths.value == Approx(static_cast<double>(want)).epsilon(reference::tolerance<T>()));
   const std::vector<std::size_t> unsigned_lengths(b.lengths.begin(), b.lengths.end());
-  CHECK(sl::value(term, sl::inputs(b.pred, b.target, sl::lengths(unsigned_lengths, b.frames))).value ==
+  CHECK(sl::value(term, sl::inputs(b.pred, b.target, sl::lengths(unsigned_lengths, b.frames, b.features))).value ==
         by_lengths.value);
   CHECK(by_mask.denominator == count);
   CHECK(by_lengths.denominator == count);
@@ -174,23 +176,153 @@ TEMPLATE_TEST_CASE("bad sizes and data are rejected before anything is written",
   CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, mask), grad), sl::shape_mismatch);
   CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, mask), grad), Contains("mask has 1000 elements"));
   std::vector<T> zeros(1024, T(0));
-  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, zeros), grad), sl::invalid_input);
-  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, zeros), grad), Contains("all zero"));
+  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, sl::per_frame(zeros, 4)), grad), sl::invalid_input);
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, sl::per_frame(zeros, 4)), grad), Contains("all zero"));
   std::vector<T> negative(1024, T(1));
   negative[9] = T(-1);
-  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, negative), grad), Contains("mask[9] = -1"));
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, sl::per_frame(negative, 4)), grad),
+                    Contains("mask[9] = -1"));
   negative[9] = std::numeric_limits<T>::infinity();
-  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, negative), grad), sl::invalid_input);
+  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, sl::per_frame(negative, 4)), grad), sl::invalid_input);
 
   std::vector<T> shared(4096, T(1));  // the gradient written over the mask it reads
   CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, shared), shared), Contains("overlaps the mask"));
 
   std::vector<std::int64_t> lengths{3, 5};
-  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, sl::lengths(lengths, 3)), grad), Contains("not batch (2 lengths)"));
-  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, sl::lengths(lengths, 4)), grad), Contains("lengths[1] = 5"));
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, sl::lengths(lengths, 3, 512)), grad),
+                    Contains("pred has 4096 elements, but batch (2 lengths) x max_frames (3) x frame_size (512) = 3072"));
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, same, sl::lengths(lengths, 4, 512)), grad), Contains("lengths[1] = 5"));
   lengths = {0, 0};
-  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, sl::lengths(lengths, 4)), grad), sl::invalid_input);
+  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, sl::lengths(lengths, 4, 512)), grad), sl::invalid_input);
   lengths = {-1, 2};
-  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, sl::lengths(lengths, 4)), grad), sl::invalid_input);
+  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, same, sl::lengths(lengths, 4, 512)), grad), sl::invalid_input);
   for (T g : grad) REQUIRE(g == T(3));  // nothing above wrote the gradient
+}
+
+TEMPLATE_TEST_CASE("size products that overflow size_t are shape errors, not crashes", "[reduction][errors]",
+                   float, double) {
+  // batch x max_frames x frame_size used to wrap around: a division by zero, or a frame size read
+  // from the wrapped product and a heap over-read in the value-only path.
+  using T = TestType;
+  std::vector<T> pred(64, T(0.5)), grad(64, T(3));
+  const std::vector<int> lengths{1, 1};
+  const std::size_t huge = std::numeric_limits<std::size_t>::max() / 2 + 1;  // 2 x huge wraps to 0
+  const sl::Huber<T> term{};
+  CHECK_THROWS_AS(sl::value(term, sl::inputs(pred, pred, sl::lengths(lengths, huge, 1))), sl::shape_mismatch);
+  CHECK_THROWS_WITH(sl::value(term, sl::inputs(pred, pred, sl::lengths(lengths, huge, 1))),
+                    Contains("overflows size_t"));
+  CHECK_THROWS_AS(sl::value(term, sl::inputs(pred, pred, sl::lengths(lengths, 2, huge))), sl::shape_mismatch);
+  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, pred, sl::lengths(lengths, huge + 16, 2)), grad),
+                  sl::shape_mismatch);
+  const std::vector<T> mask(2, T(1));
+  CHECK_THROWS_WITH(sl::value(term, sl::inputs(pred, pred, sl::per_frame(mask, huge))), Contains("overflow size_t"));
+  for (T g : grad) REQUIRE(g == T(3));
+}
+
+TEMPLATE_TEST_CASE("lengths or a mask for another batch size are shape errors naming both sizes",
+                   "[reduction][errors]", float, double) {
+  // 4 sequences x 5 frames x 3 features. Lengths for 2 sequences used to be read as frames of 6.
+  using T = TestType;
+  const std::size_t n = 4 * 5 * 3;
+  const auto pred = reference::uniform<T>(n, T(-1), T(1), 41);
+  const auto target = reference::uniform<T>(n, T(-1), T(1), 42);
+  std::vector<T> grad(n, T(3));
+  const sl::Huber<T> term{};
+  const std::vector<int> two{5, 2};
+  CHECK_THROWS_AS(sl::value(term, sl::inputs(pred, target, sl::lengths(two, 5, 3))), sl::shape_mismatch);
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, target, sl::lengths(two, 5, 3)), grad),
+                    Contains("pred has 60 elements") && Contains("batch (2 lengths)") && Contains("= 30"));
+  const std::vector<int> four{5, 2, 0, 1};
+  CHECK_NOTHROW(sl::value(term, sl::inputs(pred, target, sl::lengths(four, 5, 3))));
+
+  // A mask of 10 weights over 60 elements: one per element unless stated per frame.
+  const std::vector<T> half_mask(10, T(1));
+  CHECK_THROWS_AS(sl::value(term, sl::inputs(pred, target, half_mask)), sl::shape_mismatch);
+  CHECK_THROWS_WITH(sl::value(term, sl::inputs(pred, target, half_mask)),
+                    Contains("mask has 10 elements, pred 60") && Contains("sl::per_frame(mask, 6)"));
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, target, sl::per_frame(half_mask, 3)), grad),
+                    Contains("pred has 60 elements") && Contains("10 frames x frame_size 3 cover 30"));
+  const std::vector<T> frame_mask(20, T(1));
+  CHECK(sl::value(term, sl::inputs(pred, target, sl::per_frame(frame_mask, 3))).value ==
+        sl::value(term, sl::inputs(pred, target)).value);
+  for (T g : grad) REQUIRE(g == T(3));
+}
+
+TEST_CASE("view() rejects a null pointer with a nonzero size", "[reduction][errors]") {
+  const float* nothing = nullptr;
+  CHECK_THROWS_AS(sl::view(nothing, 5), sl::invalid_input);
+  CHECK_THROWS_WITH(sl::view(nothing, 5), Contains("null pointer with size 5"));
+  double* writable = nullptr;
+  CHECK_THROWS_AS(sl::view(writable, 1), sl::invalid_input);
+  CHECK(sl::view(nothing, 0).empty());  // an empty view is fine (evaluate rejects it as empty input)
+}
+
+TEMPLATE_TEST_CASE("a Reduction value that is neither mean nor sum is rejected", "[reduction][errors]", float,
+                   double) {
+  using T = TestType;
+  std::vector<T> pred(8, T(1)), target(8, T(0)), grad(8, T(3));
+  const auto bogus = static_cast<sl::Reduction>(7);
+  CHECK_THROWS_AS(sl::value(sl::L1<T>{}, sl::inputs(pred, target), bogus), sl::invalid_parameter);
+  CHECK_THROWS_WITH(sl::evaluate(sl::L1<T>{}, sl::inputs(pred, target), grad, bogus),
+                    Contains("reduction must be Reduction::mean or Reduction::sum, got 7"));
+  CHECK_THROWS_AS(sl::compose(sl::term(sl::L1<T>{}, T(1), bogus)), sl::invalid_parameter);
+  for (T g : grad) REQUIRE(g == T(3));
+}
+
+TEMPLATE_TEST_CASE("a normalizer or weight that does not fit in T is rejected, not turned into Inf gradients",
+                   "[reduction][errors]", float, double) {
+  using T = TestType;
+  using limits = std::numeric_limits<T>;
+  const std::size_t n = 64;
+  const auto pred = reference::uniform<T>(n, T(-1), T(1), 51);
+  const auto target = reference::uniform<T>(n, T(-1), T(1), 52);
+  std::vector<T> grad(n, T(3));
+  const sl::Huber<T> term{};
+  // Tiny positive weights: sum(w) = 64 denorm_min, so 1 / sum(w) is far above T's range.
+  const std::vector<T> tiny(n, limits::denorm_min());
+  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, target, tiny), grad), sl::invalid_input);
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, target, tiny), grad), Contains("gradient scale"));
+  for (T g : grad) REQUIRE(g == T(3));
+  // The value alone needs no gradient scale; its normalizer, formed in double, stays finite.
+  CHECK(std::isfinite(sl::value(term, sl::inputs(pred, target, tiny)).value));
+
+  // A base weight times a multiplier that overflows T.
+  const T big = std::sqrt(limits::max()) * T(4);
+  auto loss = sl::compose(sl::term(term, big));
+  const std::array<T, 1> large{big}, unit{T(1)};
+  CHECK_THROWS_AS(loss.set_multipliers(large), sl::invalid_parameter);
+  CHECK_THROWS_WITH(loss.set_multipliers(large), Contains("is not finite"));
+  CHECK(loss.multipliers()[0] == T(1));  // the rejected multipliers were not kept
+  loss.set_base_weights(unit);
+  loss.set_multipliers(large);
+  CHECK_THROWS_AS(loss.set_base_weights(large), sl::invalid_parameter);
+  CHECK(loss.weights()[0] == big);
+  CHECK(std::isfinite(loss.evaluate(sl::inputs(pred, target), sl::grads(grad)).total));
+}
+
+TEMPLATE_TEST_CASE("an all-zero mask or all-zero lengths with sum is an empty batch", "[reduction]", float,
+                   double) {
+  using T = TestType;
+  batch<T> b;
+  std::vector<T> grad(b.n, T(3));
+  const sl::Huber<T> term{};
+  const std::vector<T> zeros(b.n, T(0)), frame_zeros(b.sequences * b.frames, T(0));
+  const std::vector<int> no_lengths{0, 0, 0};
+  const auto by_mask = sl::evaluate(term, sl::inputs(b.pred, b.target, zeros), grad, sl::Reduction::sum);
+  CHECK(by_mask.value == T(0));
+  for (T g : grad) REQUIRE(g == T(0));
+  std::fill(grad.begin(), grad.end(), T(3));
+  const auto by_frames =
+      sl::evaluate(term, sl::inputs(b.pred, b.target, sl::per_frame(frame_zeros, b.features)), grad, sl::Reduction::sum);
+  CHECK(by_frames.value == T(0));
+  for (T g : grad) REQUIRE(g == T(0));
+  std::fill(grad.begin(), grad.end(), T(3));
+  const auto by_lengths = sl::evaluate(term, sl::inputs(b.pred, b.target, sl::lengths(no_lengths, b.frames, b.features)),
+                                       grad, sl::Reduction::sum);
+  CHECK(by_lengths.value == T(0));
+  for (T g : grad) REQUIRE(g == T(0));
+  // A mean of nothing stays an error.
+  CHECK_THROWS_WITH(sl::value(term, sl::inputs(b.pred, b.target, zeros)), Contains("all zero"));
+  CHECK_THROWS_WITH(sl::value(term, sl::inputs(b.pred, b.target, sl::lengths(no_lengths, b.frames, b.features))),
+                    Contains("every sequence length is 0"));
 }

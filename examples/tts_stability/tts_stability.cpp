@@ -214,7 +214,7 @@ run_record run(const configuration& config, const study_settings& s, int seed, M
 
   const auto heldout_error = [&](const tts::model& m) {
     tts::forward(m, test.features, f_eval);
-    return double(sl::value(sl::L1<float>{}, sl::inputs(f_eval.mel, test.mel, sl::lengths(test.lengths, test.max_frames))).value);
+    return double(sl::value(sl::L1<float>{}, sl::inputs(f_eval.mel, test.mel, sl::lengths(test.lengths, test.max_frames, tts::mel_bins))).value);
   };
 
   std::vector<long long> eval_steps;
@@ -231,8 +231,8 @@ run_record run(const configuration& config, const study_settings& s, int seed, M
     tts::forward(params, b.features, f);
     d_mel.resize(f.mel.rows(), f.mel.cols());
     d_stop.resize(f.stop.size());
-    const auto masks = sl::lengths(b.lengths, std::size_t(b.max_frames));
-    const auto result = loss.evaluate(sl::inputs(f.mel, b.mel, masks), sl::inputs(f.stop, b.stop, masks),
+    const auto result = loss.evaluate(sl::inputs(f.mel, b.mel, sl::lengths(b.lengths, std::size_t(b.max_frames), tts::mel_bins)),
+                                      sl::inputs(f.stop, b.stop, sl::lengths(b.lengths, std::size_t(b.max_frames), 1)),
                                       sl::grads(d_mel, d_stop));
     tts::backward(params, b.features, f, d_mel, d_stop, grads, d_hidden);
     const double norm = grad_norm_of(grads);
@@ -241,7 +241,8 @@ run_record run(const configuration& config, const study_settings& s, int seed, M
     step_row row;
     row.step = step;
     row.train_total = result.total;
-    row.train_mel_l1 = sl::value(sl::L1<float>{}, sl::inputs(f.mel, b.mel, masks)).value;
+    row.train_mel_l1 =
+        sl::value(sl::L1<float>{}, sl::inputs(f.mel, b.mel, sl::lengths(b.lengths, std::size_t(b.max_frames), tts::mel_bins))).value;
     row.grad_norm = float(norm);
     row.scale = report.scale;
     row.skipped = report.skipped;
@@ -277,9 +278,10 @@ run_record run(const configuration& config, const study_settings& s, int seed, M
     if ((step + 1) % s.eval_every == 0 || step + 1 == s.steps) {
       row.heldout = heldout_error(params);
       tts::forward(params, validation.features, f_eval);
-      const auto vmask = sl::lengths(validation.lengths, std::size_t(validation.max_frames));
-      const auto v = validation_loss.evaluate(sl::inputs(f_eval.mel, validation.mel, vmask),
-                                              sl::inputs(f_eval.stop, validation.stop, vmask));
+      const std::size_t frames = std::size_t(validation.max_frames);
+      const auto v = validation_loss.evaluate(
+          sl::inputs(f_eval.mel, validation.mel, sl::lengths(validation.lengths, frames, tts::mel_bins)),
+          sl::inputs(f_eval.stop, validation.stop, sl::lengths(validation.lengths, frames, 1)));
       row.validation = v.total;
       eval_steps.push_back(step + 1);
       heldout_series.push_back(row.heldout);

@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../core/errors.hpp"
 #include "../core/tensor_traits.hpp"
 
 namespace steadyloss {
@@ -43,13 +44,18 @@ struct tensor_traits<std::array<T, N>> {
 };
 
 /// A raw pointer + element count as a tensor (read-only or writable, following the pointer).
+/// A null pointer with a nonzero size is invalid_input (it would crash at the first read).
 template <std::floating_point T>
-std::span<const T> view(const T* data, std::size_t size) noexcept {
+std::span<const T> view(const T* data, std::size_t size) {
+  if (data == nullptr && size != 0)
+    detail::fail<invalid_input>("view: data is a null pointer with size ", size);
   return {data, size};
 }
 
 template <std::floating_point T>
-std::span<T> view(T* data, std::size_t size) noexcept {
+std::span<T> view(T* data, std::size_t size) {
+  if (data == nullptr && size != 0)
+    detail::fail<invalid_input>("view: data is a null pointer with size ", size);
   return {data, size};
 }
 

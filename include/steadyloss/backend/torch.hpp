@@ -246,13 +246,16 @@ template <class T, class Weighting>
 auto core_inputs(const prepared_term<Weighting>& p) {
   const tensor_view<T> pred{p.pred.template data_ptr<T>(), static_cast<std::size_t>(p.pred.numel())};
   const tensor_view<T> target{p.target.template data_ptr<T>(), static_cast<std::size_t>(p.target.numel())};
+  // prepare() checked the shapes, so the frame sizes below divide exactly.
   if constexpr (std::is_same_v<Weighting, mask_weights>) {
+    const std::size_t mask_size = static_cast<std::size_t>(p.weights.numel());
     return term_inputs<T, frame_mask<T>>{
-        pred, target, {{p.weights.template data_ptr<T>(), static_cast<std::size_t>(p.weights.numel())}}};
+        pred, target, {{p.weights.template data_ptr<T>(), mask_size}, pred.size / mask_size}};
   } else if constexpr (std::is_same_v<Weighting, length_weights>) {
+    const std::size_t batch = static_cast<std::size_t>(p.weights.numel());
     return term_inputs<T, sequence_lengths<std::int64_t>>{
         pred, target,
-        {p.weights.template data_ptr<std::int64_t>(), static_cast<std::size_t>(p.weights.numel()), p.max_frames}};
+        {p.weights.template data_ptr<std::int64_t>(), batch, p.max_frames, pred.size / (batch * p.max_frames)}};
   } else {
     return term_inputs<T>{pred, target, {}};
   }
@@ -291,6 +294,7 @@ cuda::term_weighting cuda_weighting(const prepared_term<Weighting>& p, at::Tenso
     w.kind = cuda::weighting_kind::mask;
     w.mask = p.weights.template data_ptr<float>();
     w.mask_size = static_cast<std::size_t>(p.weights.numel());
+    w.frame_size = static_cast<std::size_t>(p.pred.numel()) / w.mask_size;
   } else if constexpr (std::is_same_v<Weighting, length_weights>) {
     w.kind = cuda::weighting_kind::lengths;
     device_lengths = p.weights.to(p.pred.device());
@@ -298,6 +302,7 @@ cuda::term_weighting cuda_weighting(const prepared_term<Weighting>& p, at::Tenso
     w.lengths_device = device_lengths.template data_ptr<std::int64_t>();
     w.batch = static_cast<std::size_t>(p.weights.numel());
     w.max_frames = p.max_frames;
+    w.frame_size = static_cast<std::size_t>(p.pred.numel()) / (w.batch * w.max_frames);
   }
   return w;
 }

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstddef>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <type_traits>
 
@@ -45,42 +46,83 @@ struct term_argument {
   static constexpr bool ok = LossTerm<Term>;
 };
 
-template <class T>
-void check_mask(const tensor_view<T>& mask, std::size_t n, double& weight_sum) {
-  if (mask.size == 0 || n % mask.size != 0)
-    fail<shape_mismatch>("evaluate: mask has ", mask.size, " elements, pred ", n,
-                         "; a mask holds one weight per element or per frame (pred size must be a "
-                         "multiple of mask size)");
-  double sum = 0;
-  for (std::size_t i = 0; i < mask.size; ++i) {
-    const T w = mask.data[i];
-    if (!(w >= T(0)) || !std::isfinite(w))
-      fail<invalid_input>("evaluate: mask[", i, "] = ", w, "; mask weights must be finite and >= 0");
-    sum += w;
-  }
-  if (sum == 0) fail<invalid_input>("evaluate: the mask is all zero; there is nothing to average");
-  weight_sum = sum;
+/// a x b into `product`; false (product untouched) when it does not fit in size_t.
+inline bool multiply_fits(std::size_t a, std::size_t b, std::size_t& product) {
+  if (b != 0 && a > std::numeric_limits<std::size_t>::max() / b) return false;
+  product = a * b;
+  return true;
 }
 
+/// Rejects a Reduction that is neither mean nor sum (a cast integer), rather than reading it as sum.
+inline void check_reduction(Reduction reduction, const char* function) {
+  if (reduction != Reduction::mean && reduction != Reduction::sum)
+    fail<invalid_parameter>(function, ": reduction must be Reduction::mean or Reduction::sum, got ",
+                            static_cast<int>(reduction));
+}
+
+/// The sizes a mask must have: count x frame_size = n (also the CUDA executor's check).
+inline void check_mask_shape(std::size_t count, std::size_t frame_size, std::size_t n, const char* function) {
+  if (frame_size == 1 && count != n) {
+    if (count != 0 && n % count == 0)
+      fail<shape_mismatch>(function, ": mask has ", count, " elements, pred ", n,
+                           "; a mask holds one weight per element; for one weight per frame of ", n / count,
+                           " elements write sl::per_frame(mask, ", n / count, ")");
+    fail<shape_mismatch>(function, ": mask has ", count, " elements, pred ", n,
+                         "; a mask holds one weight per element (or per frame: sl::per_frame(mask, frame_size))");
+  }
+  std::size_t covered = 0;
+  if (!multiply_fits(count, frame_size, covered))
+    fail<shape_mismatch>(function, ": pred has ", n, " elements, but the mask's ", count, " frames x frame_size ",
+                         frame_size, " overflow size_t");
+  if (covered != n)
+    fail<shape_mismatch>(function, ": pred has ", n, " elements, but the mask's ", count, " frames x frame_size ",
+                         frame_size, " cover ", covered);
+}
+
+/// Checks the mask's sizes and weights; returns sum(w) over the mask (not yet per element).
+template <class T>
+double check_mask(const frame_mask<T>& mask, std::size_t n, bool mean) {
+  check_mask_shape(mask.weights.size, mask.frame_size, n, "evaluate");
+  if (mask.weights.data == nullptr) fail<invalid_input>("evaluate: the mask's data pointer is null");
+  double sum = 0;
+  for (std::size_t i = 0; i < mask.weights.size; ++i) {
+    const T w = mask.weights.data[i];
+    if (!(w >= T(0)) || !std::isfinite(w))
+      fail<invalid_input>("evaluate: mask[", i, "] = ", w, "; mask weights must be finite and >= 0");
+    sum += static_cast<double>(w);
+  }
+  // With sum, an all-zero mask is an empty batch (value 0, gradient 0); a mean of nothing is undefined.
+  if (mean && sum == 0) fail<invalid_input>("evaluate: the mask is all zero; there is nothing to average");
+  if (!std::isfinite(sum)) fail<invalid_input>("evaluate: the mask weights sum to ", sum, ", which is not finite");
+  return sum;
+}
+
+/// Checks the lengths against pred's size and [0, max_frames]; returns the number of valid frames.
 template <class Int>
-void check_lengths(const sequence_lengths<Int>& spec, std::size_t n, std::size_t& frame_size,
-                   double& total_frames) {
-  if (spec.batch == 0 || spec.max_frames == 0 || n % (spec.batch * spec.max_frames) != 0)
-    fail<shape_mismatch>("evaluate: pred has ", n, " elements, which is not batch (", spec.batch,
-                         " lengths) x max_frames (", spec.max_frames, ") x a whole frame size");
-  frame_size = n / (spec.batch * spec.max_frames);
+double check_lengths(const sequence_lengths<Int>& spec, std::size_t n, bool mean, const char* function) {
+  std::size_t sequence_size = 0, covered = 0;
+  if (!multiply_fits(spec.max_frames, spec.frame_size, sequence_size) ||
+      !multiply_fits(spec.batch, sequence_size, covered))
+    fail<shape_mismatch>(function, ": pred has ", n, " elements, but batch (", spec.batch, " lengths) x max_frames (",
+                         spec.max_frames, ") x frame_size (", spec.frame_size, ") overflows size_t");
+  if (covered != n)
+    fail<shape_mismatch>(function, ": pred has ", n, " elements, but batch (", spec.batch, " lengths) x max_frames (",
+                         spec.max_frames, ") x frame_size (", spec.frame_size, ") = ", covered);
+  if (spec.lengths == nullptr) fail<invalid_input>(function, ": the lengths' data pointer is null");
   double frames = 0;
   for (std::size_t b = 0; b < spec.batch; ++b) {
     const Int length = spec.lengths[b];
     bool negative = false;
     if constexpr (std::is_signed_v<Int>) negative = length < 0;
     if (negative || static_cast<std::size_t>(length) > spec.max_frames)
-      fail<invalid_input>("evaluate: lengths[", b, "] = ", +length, ", outside [0, max_frames = ",
+      fail<invalid_input>(function, ": lengths[", b, "] = ", +length, ", outside [0, max_frames = ",
                           spec.max_frames, "]");
     frames += static_cast<double>(length);
   }
-  if (frames == 0) fail<invalid_input>("evaluate: every sequence length is 0; there is nothing to average");
-  total_frames = frames;
+  // With sum, all-zero lengths are an empty batch (value 0, gradient 0); a mean of nothing is undefined.
+  if (mean && frames == 0)
+    fail<invalid_input>(function, ": every sequence length is 0; there is nothing to average");
+  return frames;
 }
 
 /// Cold path: names the first kept target outside the term's domain.
@@ -102,26 +144,37 @@ struct term_plan {
   std::size_t n = 0;
   bool write_grad = false;
   double denominator = 1;     ///< what the reduced value is divided by
-  std::size_t frame_size = 1; ///< elements per mask weight or per frame of a sequence
+  double grad_scale = 1;      ///< scale / denominator: the gradient's factor before mask weights
 };
 
-/// Checks a term, its inputs and its gradient output (nullopt: value only) and plans the pass.
+template <class T>
+void check_data(const T* data, std::size_t size, const char* what) {
+  if (data == nullptr && size != 0)
+    fail<invalid_input>("evaluate: ", what, " has ", size, " elements but a null data pointer");
+}
+
+/// Checks a term, its inputs and its gradient output (nullopt: value only) and plans the pass;
+/// `scale` multiplies the gradient (a composed loss passes its term weight).
 /// Throws (invalid_parameter, shape_mismatch, invalid_input) before anything is written.
 template <class Term, class Weighting>
 term_plan plan_term(const Term& term, const term_inputs<typename Term::value_type, Weighting>& in,
                     const std::optional<mutable_tensor_view<typename Term::value_type>>& grad,
-                    Reduction reduction) {
+                    Reduction reduction, typename Term::value_type scale = 1) {
   using T = typename Term::value_type;
   validate(term);
+  check_reduction(reduction, "evaluate");
   term_plan plan;
   plan.n = in.pred.size;
   const std::size_t n = plan.n;
   if (in.target.size != n)
     fail<shape_mismatch>("evaluate: pred has ", n, " elements, target ", in.target.size);
   if (n == 0) fail<invalid_input>("evaluate: pred and target are empty");
+  check_data(in.pred.data, n, "pred");
+  check_data(in.target.data, n, "target");
   plan.write_grad = grad.has_value();
   if (plan.write_grad) {
     if (grad->size != n) fail<shape_mismatch>("evaluate: grad has ", grad->size, " elements, pred ", n);
+    check_data(grad->data, n, "grad");
     if (overlaps<T>(grad->data, n, in.pred.data, n) || overlaps<T>(grad->data, n, in.target.data, n))
       fail<invalid_input>("evaluate: the gradient buffer overlaps pred or target");
   }
@@ -129,29 +182,38 @@ term_plan plan_term(const Term& term, const term_inputs<typename Term::value_typ
   if constexpr (std::is_same_v<Weighting, unweighted>) {
     if (mean) plan.denominator = static_cast<double>(n);
   } else if constexpr (std::is_same_v<Weighting, frame_mask<T>>) {
-    const tensor_view<T>& mask = in.weighting.weights;
-    double weight_sum = 0;
-    check_mask(mask, n, weight_sum);
-    if (plan.write_grad && overlaps<T>(grad->data, n, mask.data, mask.size))
+    const frame_mask<T>& mask = in.weighting;
+    const double weight_sum = check_mask(mask, n, mean);
+    if (plan.write_grad && overlaps<T>(grad->data, n, mask.weights.data, mask.weights.size))
       fail<invalid_input>("evaluate: the gradient buffer overlaps the mask");
-    plan.frame_size = n / mask.size;
-    if (mean) plan.denominator = weight_sum * static_cast<double>(plan.frame_size);
+    if (mean) plan.denominator = weight_sum * static_cast<double>(mask.frame_size);
   } else {
-    double total_frames = 0;
-    check_lengths(in.weighting, n, plan.frame_size, total_frames);
-    if (mean) plan.denominator = total_frames * static_cast<double>(plan.frame_size);
+    const double total_frames = check_lengths(in.weighting, n, mean, "evaluate");
+    if (mean) plan.denominator = total_frames * static_cast<double>(in.weighting.frame_size);
+  }
+  // The normalizer is formed in double; what the gradient multiplies by must then fit in T: tiny
+  // mask weights (a sum of 1e-45) would make it overflow to Inf and the gradient Inf or NaN.
+  if (!(plan.denominator > 0) || !std::isfinite(plan.denominator))
+    fail<invalid_input>("evaluate: the mean's denominator (the weight sum) is ", plan.denominator,
+                        "; it must be finite and > 0");
+  plan.grad_scale = static_cast<double>(scale) / plan.denominator;
+  if (plan.write_grad && scale != T(0)) {
+    const T grad_scale = static_cast<T>(plan.grad_scale);
+    if (!std::isfinite(grad_scale) || !(grad_scale > T(0)))
+      fail<invalid_input>("evaluate: the gradient scale, term weight / denominator = ", scale, " / ",
+                          plan.denominator, " = ", plan.grad_scale,
+                          ", does not fit in the term's value_type; rescale the mask or term weights");
   }
   return plan;
 }
 
 /// Runs a planned term: the fused passes (through `executor`) and the target-domain check.
-/// `g` is the gradient's storage when plan.write_grad; `scale` multiplies the gradient (a
-/// composed loss passes its term weight).
+/// `g` is the gradient's storage when plan.write_grad.
 template <class Term, class Weighting, class Executor>
 term_result<typename Term::value_type> execute_term(const Term& term,
                                                     const term_inputs<typename Term::value_type, Weighting>& in,
                                                     const term_plan& plan, typename Term::value_type* g,
-                                                    typename Term::value_type scale, const Executor& executor) {
+                                                    const Executor& executor) {
   using T = typename Term::value_type;
   const bool write_grad = plan.write_grad;
   auto pass = [&](const T* pred, const T* target, const T* weight, T* grad, std::size_t count,
@@ -170,14 +232,15 @@ term_result<typename Term::value_type> execute_term(const Term& term,
     if constexpr (checks_target_domain<Term>)
       if (total.out_of_domain != 0) report_target_outside<Term>(in.target, total.out_of_domain, is_kept);
   };
-  const std::size_t n = plan.n, frame_size = plan.frame_size;
-  const T grad_scale = static_cast<T>(scale / plan.denominator);
+  const std::size_t n = plan.n;
+  const T grad_scale = static_cast<T>(plan.grad_scale);
 
   if constexpr (std::is_same_v<Weighting, unweighted>) {
     total = pass(in.pred.data, in.target.data, nullptr, g, n, grad_scale);
     check_targets([](std::size_t) { return true; });
   } else if constexpr (std::is_same_v<Weighting, frame_mask<T>>) {
     const tensor_view<T>& mask = in.weighting.weights;
+    const std::size_t frame_size = in.weighting.frame_size;
     if (frame_size == 1) {
       total = pass(in.pred.data, in.target.data, mask.data, g, n, grad_scale);
     } else {
@@ -192,7 +255,8 @@ term_result<typename Term::value_type> execute_term(const Term& term,
           if (write_grad) fill_zero(g + offset, count);
         } else {
           const pass_sum run = pass(in.pred.data + offset, in.target.data + offset, nullptr,
-                                    write_grad ? g + offset : nullptr, count, grad_scale * w);
+                                    write_grad ? g + offset : nullptr, count,
+                                    static_cast<T>(plan.grad_scale * static_cast<double>(w)));
           total.value += static_cast<double>(w) * run.value;
           total.out_of_domain += run.out_of_domain;
         }
@@ -202,7 +266,7 @@ term_result<typename Term::value_type> execute_term(const Term& term,
     check_targets([&](std::size_t i) { return mask.data[i / frame_size] != T(0); });
   } else {
     const auto& spec = in.weighting;
-    const std::size_t sequence_size = spec.max_frames * frame_size;
+    const std::size_t frame_size = spec.frame_size, sequence_size = spec.max_frames * frame_size;
     for (std::size_t b = 0; b < spec.batch; ++b) {
       const std::size_t offset = b * sequence_size;
       const std::size_t valid = static_cast<std::size_t>(spec.lengths[b]) * frame_size;
@@ -227,8 +291,8 @@ term_result<typename Term::value_type> run_term(
     const Term& term, const term_inputs<typename Term::value_type, Weighting>& in,
     const std::optional<mutable_tensor_view<typename Term::value_type>>& grad, Reduction reduction,
     typename Term::value_type scale, const Executor& executor = Executor{}) {
-  const term_plan plan = plan_term(term, in, grad, reduction);
-  return execute_term(term, in, plan, grad ? grad->data : nullptr, scale, executor);
+  const term_plan plan = plan_term(term, in, grad, reduction, scale);
+  return execute_term(term, in, plan, grad ? grad->data : nullptr, executor);
 }
 
 }  // namespace detail

@@ -1,6 +1,7 @@
 #pragma once
-// What a term is evaluated on: sl::inputs(pred, target[, mask | sl::lengths(...)]) and, for the
-// gradients, sl::grads(d_pred...). Both keep views (pointer + size), taken at the call, so the
+// What a term is evaluated on: sl::inputs(pred, target[, mask | sl::per_frame(mask, frame_size) |
+// sl::lengths(lengths, max_frames, frame_size)]) and, for the gradients, sl::grads(d_pred...).
+// Both keep views (pointer + size), taken at the call, so the
 // tensors must outlive the evaluation: owning temporaries are rejected at compile time because
 // they would dangle (the classic Eigen/xtensor trap), views (std::span, Eigen::Map) are accepted.
 
@@ -18,21 +19,25 @@ namespace steadyloss {
 /// No weighting: every element counts once.
 struct unweighted {};
 
-/// One weight per element, or per frame of n / mask_size consecutive elements (a frame mask over
-/// [batch, time] applied to [batch, time, features]). Weights are finite and >= 0; 0 drops.
+/// Mask weights: one per element (sl::inputs(pred, target, mask)), or one per frame of
+/// `frame_size` consecutive elements (sl::inputs(pred, target, sl::per_frame(mask, frame_size)):
+/// a [batch, time] mask over [batch, time, frame_size]). mask size x frame_size must equal pred's
+/// size. Weights are finite and >= 0; 0 drops.
 template <class T>
 struct frame_mask {
   tensor_view<T> weights;
+  std::size_t frame_size = 1;  ///< elements per weight
 };
 
-/// Per-sequence valid lengths over a padded [batch, max_frames, ...] row-major layout: sequence b
-/// keeps its first lengths[b] frames. The batch size is the number of lengths; the elements per
-/// frame are n / (batch * max_frames).
+/// Per-sequence valid lengths over a padded [batch, max_frames, frame_size] row-major layout:
+/// sequence b keeps its first lengths[b] frames. The batch size is the number of lengths;
+/// batch x max_frames x frame_size must equal pred's size.
 template <std::integral Int>
 struct sequence_lengths {
   const Int* lengths = nullptr;
   std::size_t batch = 0;
   std::size_t max_frames = 0;
+  std::size_t frame_size = 1;  ///< elements per frame (80 mel bins; 1 for a [batch, max_frames] tensor)
 };
 
 namespace detail {
@@ -57,6 +62,10 @@ template <class T>
 inline constexpr bool is_sequence_lengths = false;
 template <class Int>
 inline constexpr bool is_sequence_lengths<sequence_lengths<Int>> = true;
+template <class T>
+inline constexpr bool is_frame_mask = false;
+template <class T>
+inline constexpr bool is_frame_mask<frame_mask<T>> = true;
 
 }  // namespace detail
 
@@ -81,9 +90,11 @@ auto inputs(Pred&& pred, Target&& target) {
   }
 }
 
-/// Per-sequence lengths (any contiguous range of integers) for the padded layout described above.
+/// Per-sequence lengths (any contiguous range of integers) over a padded row-major
+/// [batch, max_frames, frame_size] layout; the frame size is stated, never guessed from sizes,
+/// so lengths for the wrong batch are a shape_mismatch, not a silent misread.
 template <class Range>
-auto lengths(Range&& valid_lengths, std::size_t max_frames) {
+auto lengths(Range&& valid_lengths, std::size_t max_frames, std::size_t frame_size) {
   static_assert(std::ranges::contiguous_range<Range> &&
                     std::integral<std::ranges::range_value_t<Range>>,
                 "steadyloss::lengths: pass a contiguous range of integers (std::vector<int>, "
@@ -92,7 +103,27 @@ auto lengths(Range&& valid_lengths, std::size_t max_frames) {
                 "steadyloss::lengths: pass a named container, not a temporary that would dangle");
   using Int = std::remove_cv_t<std::ranges::range_value_t<Range>>;
   return sequence_lengths<Int>{std::ranges::data(valid_lengths), std::ranges::size(valid_lengths),
-                               max_frames};
+                               max_frames, frame_size};
+}
+
+/// The two-argument form guessed the frame size from pred's size, which read lengths for the
+/// wrong batch as larger frames; it is kept only to say what to write instead.
+template <class Range>
+sequence_lengths<int> lengths(Range&&, std::size_t) {
+  static_assert(detail::always_false<Range>,
+                "steadyloss::lengths: state the elements per frame: sl::lengths(lengths, max_frames, "
+                "frame_size), e.g. frame_size 80 for a [batch, max_frames, 80] tensor, 1 for [batch, "
+                "max_frames]");
+  return {};
+}
+
+/// One mask weight per frame of `frame_size` consecutive elements (a [batch, time] mask over a
+/// [batch, time, frame_size] tensor). A mask passed to sl::inputs directly has one weight per
+/// element.
+template <class Mask>
+auto per_frame(Mask&& mask, std::size_t frame_size) {
+  if constexpr (detail::tensor_argument<Mask>::ok)
+    return frame_mask<tensor_value_t<Mask>>{view_of(mask), frame_size};
 }
 
 template <class Pred, class Target, class Weighting>
@@ -102,12 +133,17 @@ auto inputs(Pred&& pred, Target&& target, Weighting&& weighting) {
   using W = std::remove_cvref_t<Weighting>;
   if constexpr (detail::is_sequence_lengths<W>) {
     return term_inputs<T, W>{plain.pred, plain.target, weighting};
+  } else if constexpr (detail::is_frame_mask<W>) {
+    static_assert(std::same_as<W, frame_mask<T>>,
+                  "steadyloss::inputs: the mask must have the same value_type as pred (float or "
+                  "double weights)");
+    if constexpr (std::same_as<W, frame_mask<T>>) return term_inputs<T, W>{plain.pred, plain.target, weighting};
   } else if constexpr (detail::tensor_argument<Weighting>::ok) {
     static_assert(std::same_as<tensor_value_t<Weighting>, T>,
                   "steadyloss::inputs: the mask must have the same value_type as pred (float or "
                   "double weights), or pass sl::lengths(...) for per-sequence lengths");
     if constexpr (std::same_as<tensor_value_t<Weighting>, T>)
-      return term_inputs<T, frame_mask<T>>{plain.pred, plain.target, {view_of(weighting)}};
+      return term_inputs<T, frame_mask<T>>{plain.pred, plain.target, {view_of(weighting), 1}};
   }
 }
 

@@ -73,6 +73,16 @@ void check_weights(const char* what, std::span<const T> values, std::size_t expe
       fail<invalid_parameter>("composed_loss::", what, ": value ", i, " must be finite and >= 0, got ",
                               values[i]);
 }
+
+/// Each weight used is base x multiplier, computed in T: it must stay finite (1e30 x 1e30 in float
+/// would give an Inf total and Inf or NaN gradients).
+template <class T, std::size_t N>
+void check_weight_products(const char* what, const std::array<T, N>& bases, const std::array<T, N>& multipliers) {
+  for (std::size_t i = 0; i < N; ++i)
+    if (!std::isfinite(bases[i] * multipliers[i]))
+      fail<invalid_parameter>("composed_loss::", what, ": term ", i, "'s weight, base weight ", bases[i],
+                              " x multiplier ", multipliers[i], ", is not finite");
+}
 }  // namespace detail
 
 template <class... Terms>
@@ -89,6 +99,7 @@ class composed_loss {
   explicit composed_loss(weighted_term<Terms>... terms) : terms_{terms...} {
     std::array<value_type, size> bases{terms.weight...};
     detail::check_weights<value_type>("compose", bases, size);
+    (detail::check_reduction(terms.reduction, "compose"), ...);
     multipliers_.fill(value_type(1));
   }
 
@@ -137,12 +148,18 @@ class composed_loss {
 
   void set_base_weights(std::span<const value_type> weights) {
     detail::check_weights<value_type>("set_base_weights", weights, size);
+    std::array<value_type, size> bases{};
+    for (std::size_t i = 0; i < size; ++i) bases[i] = weights[i];
+    detail::check_weight_products("set_base_weights", bases, multipliers_);
     set_each(weights, [](auto& t, value_type w) { t.weight = w; });
   }
   /// What a step policy (AdaptiveWeight) sets between steps; the next evaluation uses them.
   void set_multipliers(std::span<const value_type> multipliers) {
     detail::check_weights<value_type>("set_multipliers", multipliers, size);
-    for (std::size_t i = 0; i < size; ++i) multipliers_[i] = multipliers[i];
+    std::array<value_type, size> next{};
+    for (std::size_t i = 0; i < size; ++i) next[i] = multipliers[i];
+    detail::check_weight_products("set_multipliers", base_weights(), next);
+    multipliers_ = next;
   }
 
   template <std::size_t I>
@@ -172,7 +189,11 @@ class composed_loss {
                        "steadyloss::composed_loss::evaluate: the tensors' value_type differs from "
                        "the terms' (float terms need float tensors)");
          const auto& entry = std::get<I>(terms_);
-         plans[I] = detail::plan_term(entry.term, std::get<I>(arguments), grad_for(I), entry.reduction);
+         if (!std::isfinite(result.weights[I]))
+           detail::fail<invalid_parameter>("composed_loss::evaluate: term ", I, "'s weight, base weight ",
+                                           entry.weight, " x multiplier ", multipliers_[I], ", is not finite");
+         plans[I] = detail::plan_term(entry.term, std::get<I>(arguments), grad_for(I), entry.reduction,
+                                      result.weights[I]);
        }()),
        ...);
       for (std::size_t i = 0; i < size; ++i) {
@@ -195,7 +216,7 @@ class composed_loss {
          const auto grad = grad_for(I);
          const term_result<value_type> r =
              detail::execute_term(entry.term, std::get<I>(arguments), plans[I],
-                                  grad ? grad->data : nullptr, result.weights[I], executor);
+                                  grad ? grad->data : nullptr, executor);
          result.values[I] = r.value;
          result.denominators[I] = r.denominator;
          total += static_cast<double>(result.weights[I]) * static_cast<double>(r.value);

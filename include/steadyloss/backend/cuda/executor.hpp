@@ -52,6 +52,7 @@ struct term_weighting {
   const std::int64_t* lengths_device = nullptr;
   std::size_t batch = 0;
   std::size_t max_frames = 0;
+  std::size_t frame_size = 1;  // elements per mask weight, or per frame of a sequence
 };
 
 /// What one evaluation left in its slot, read back on the host.
@@ -99,7 +100,7 @@ inline void check_report(const term_report& report, const term_weighting& weight
       steadyloss::detail::fail<invalid_input>("evaluate: the mask has ", report.bad_weights,
                                               " weights that are negative or not finite; mask weights must be "
                                               "finite and >= 0");
-    if (report.weight_sum == 0)
+    if (report.weight_sum == 0 && report.denominator == 0)  // a mean; with sum it is an empty batch
       steadyloss::detail::fail<invalid_input>("evaluate: the mask is all zero; there is nothing to average");
   }
   if (report.outside != 0)

@@ -205,6 +205,7 @@ void launch_term(const Term& term, const S* pred, const S* target, S* grad, std:
                 "steadyloss::cuda::launch_term: storage must be the term's value_type, or __half / "
                 "__nv_bfloat16 for a float term");
   steadyloss::detail::validate(term);
+  steadyloss::detail::check_reduction(reduction, "cuda::launch_term");
   if (n == 0) steadyloss::detail::fail<invalid_input>("cuda::launch_term: pred and target are empty");
   const bool mean = reduction == Reduction::mean;
   detail::device_weighting w;
@@ -212,19 +213,18 @@ void launch_term(const Term& term, const S* pred, const S* target, S* grad, std:
   double host_denominator = mean ? static_cast<double>(n) : 1.0;
   bool denominator_on_device = false;
   if (weighting.kind == weighting_kind::mask) {
-    if (weighting.mask_size == 0 || n % weighting.mask_size != 0)
-      steadyloss::detail::fail<shape_mismatch>("cuda::launch_term: mask has ", weighting.mask_size,
-                                               " elements, pred ", n, "; pred size must be a multiple of mask size");
+    steadyloss::detail::check_mask_shape(weighting.mask_size, weighting.frame_size, n, "cuda::launch_term");
     w.mask = weighting.mask;
-    w.frame_size = n / weighting.mask_size;
+    w.frame_size = weighting.frame_size;
     detail::mask_sum_kernel<<<1, block_size, 0, stream>>>(weighting.mask, weighting.mask_size,
                                                           static_cast<double>(w.frame_size), mean, slot);
     denominator_on_device = true;
   } else if (weighting.kind == weighting_kind::lengths) {
-    const sequence_lengths<std::int64_t> spec{weighting.lengths_host, weighting.batch, weighting.max_frames};
-    std::size_t frame_size = 0;
-    double total_frames = 0;
-    steadyloss::detail::check_lengths(spec, n, frame_size, total_frames);  // the core's checks and messages
+    const sequence_lengths<std::int64_t> spec{weighting.lengths_host, weighting.batch, weighting.max_frames,
+                                              weighting.frame_size};
+    const double total_frames =  // the core's checks and messages
+        steadyloss::detail::check_lengths(spec, n, mean, "cuda::launch_term");
+    const std::size_t frame_size = weighting.frame_size;
     w.lengths = weighting.lengths_device;
     w.frame_size = frame_size;
     w.sequence_size = weighting.max_frames * frame_size;

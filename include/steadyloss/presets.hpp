@@ -1,5 +1,5 @@
 #pragma once
-// The two configurations of the original project (DESIGN.md §4), as values.
+// The baseline and stable configurations, as values.
 //
 // | setting           | baseline            | stable                                          |
 // |-------------------|---------------------|-------------------------------------------------|

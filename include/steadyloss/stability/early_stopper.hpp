@@ -17,9 +17,10 @@
 // Lightning's arithmetic: it logs a Python float as a float32 tensor (float64 if that is torch's
 // default dtype) and compares with torch ops in that dtype, a Python-float operand rounded to
 // it. So EarlyStopper<float> decides ties as Lightning's float32 default does and
-// EarlyStopper<double> as a float64 run (and as Keras' and ignite's Python floats, up to the
-// form of the sum: ignite compares x with best - d). Inside a Stabilizer the monitored value is
-// rounded to T first: the value the report shows is the value compared.
+// EarlyStopper<double> as a float64 run. (ignite, in Python floats, compares x with best - d
+// instead, which can differ from x + d < best by one rounding at an exact tie.) Inside a
+// Stabilizer the monitored value is rounded to T first: the value the report shows is the value
+// compared.
 //
 // Options, each against its peer:
 // - baseline: by default the starting best, so the run stops unless it beats the baseline by
@@ -110,8 +111,8 @@ class EarlyStopper {
     if (c.patience < 0) detail::fail<invalid_parameter>("EarlyStopper: patience must be >= 0, got ", c.patience);
     if (!std::isfinite(to_value(std::fabs(c.min_delta))))
       detail::fail<invalid_parameter>("EarlyStopper: min_delta must be finite in the value type, got ", c.min_delta);
-    if (c.start_from < 0 || c.start_from > max_counter)
-      detail::fail<invalid_parameter>("EarlyStopper: start_from must be in [0, ", max_counter, "], got ",
+    if (c.start_from < 0 || c.start_from > max_state_counter)
+      detail::fail<invalid_parameter>("EarlyStopper: start_from must be in [0, ", max_state_counter, "], got ",
                                       c.start_from);
     check_optional("baseline", c.baseline);
     check_optional("stopping_threshold", c.stopping_threshold);
@@ -178,7 +179,7 @@ class EarlyStopper {
     out.put_int("value_digits", std::numeric_limits<T>::digits);
     out.put("patience", config_.patience);
     out.put("min_delta", config_.min_delta);
-    out.put("mode", static_cast<double>(config_.mode));
+    out.put_word("mode", mode_names[static_cast<int>(config_.mode)]);
     out.put("baseline", config_.baseline);
     out.put_bool("baseline_gates_wait", config_.baseline_gates_wait);
     out.put("stopping_threshold", config_.stopping_threshold);
@@ -203,7 +204,7 @@ class EarlyStopper {
     expect_int(in, "value_digits", std::numeric_limits<T>::digits);
     in.expect_config(name, "patience", config_.patience);
     in.expect_config(name, "min_delta", config_.min_delta);
-    in.expect_config(name, "mode", static_cast<double>(config_.mode));
+    in.expect_choice(name, "mode", static_cast<long long>(config_.mode), {mode_names[0], mode_names[1]});
     in.expect_config(name, "baseline", config_.baseline);
     expect_int(in, "baseline_gates_wait", config_.baseline_gates_wait);
     in.expect_config(name, "stopping_threshold", config_.stopping_threshold);
@@ -222,27 +223,24 @@ class EarlyStopper {
     s.stop_step_ = in.get_int("stop_step");
     const long long reason = in.get_int("reason");
     s.non_finite_run_ = in.get_int("non_finite_run");
-    in.end(name);
     s.best_ = to_value(best);
     if (!(static_cast<double>(s.best_) == best || (std::isnan(best) && std::isnan(s.best_))))
-      bad("best", best, "is not a value of the stopper's value type");
+      in.fail_field("best", "= ", best, " is not a value of the stopper's value type");
     if (reason < 0 || reason > static_cast<long long>(stop_reason::patience))
-      bad("reason", reason, "is not a stop_reason (0 to 4)");
+      in.fail_field("reason", "= ", reason, " is not a stop_reason (0 to 4)");
     s.reason_ = static_cast<stop_reason>(reason);
-    s.validate();
+    s.validate(in);
+    in.end(name);
     *this = s;
   }
   /// Inside a Stabilizer: the EarlyStopper counts each of the pipeline's steps once.
-  void check_step(state_reader&, long long step) const {
+  void check_step(state_reader& in, long long step) const {
     if (step_ > step)
-      detail::fail<invalid_input>("steadyloss state: EarlyStopper step = ", step_, " is ahead of the Stabilizer's ",
-                                  step, " (at most one per step)");
+      in.fail_field("step", "is ", step, " but EarlyStopper counted ", step_, " steps (at most one per step)");
   }
 
  private:
-  // Counters stay at most 2^53 (the state format's limit): no run reaches it, the next
-  // increments cannot overflow, and each converts to double exactly.
-  static constexpr long long max_counter = 1LL << 53;
+  static constexpr std::string_view mode_names[] = {"min", "max"};
 
   // double -> T, rounding to nearest and overflowing to +-inf as IEEE does (a plain cast of a
   // double beyond float's range is undefined behaviour).
@@ -255,10 +253,6 @@ class EarlyStopper {
     if (!std::isnan(value) && !std::isfinite(to_value(value)))
       detail::fail<invalid_parameter>("EarlyStopper: ", what, " must be finite in the value type (NaN = not set), got ",
                                       value);
-  }
-  template <class V>
-  [[noreturn]] static void bad(std::string_view field, const V& value, std::string_view rule) {
-    detail::fail<invalid_input>("steadyloss state: EarlyStopper ", field, " = ", value, " ", rule);
   }
   static void expect_int(state_reader& in, std::string_view key, long long live) {
     const long long stored = in.get_int(key);
@@ -321,9 +315,12 @@ class EarlyStopper {
   stop_decision<T> decision() const { return {stopped_, improved_, best_, best_step_, wait_, reason_}; }
 
   // The ranges and cross-field rules every state this class writes satisfies.
-  void validate() const {
+  void validate(state_reader& in) const {
+    auto bad = [&in](std::string_view field, const auto& value, std::string_view rule) {
+      in.fail_field(field, "= ", value, " ", rule);
+    };
     const long long patience_stop = std::max<long long>(config_.patience, 1);
-    if (step_ < 0 || step_ > max_counter) bad("step", step_, "must be in [0, 2^53]");
+    if (step_ < 0 || step_ > max_state_counter) bad("step", step_, "must be in [0, 2^53]");
     // Observations (and skipped steps counted toward a non-finite run) start at start_from.
     const long long counted = std::max(step_ - config_.start_from, 0LL);
     if (best_step_ == -1) {

@@ -40,15 +40,16 @@ struct BalancedBCE {
     const T magnitude = detail::abs(logit);
     const T e = detail::exp_nonpositive(-magnitude);  // in [0, 1]
     const bool negative = logit < T(0);
-    const T shared = detail::log1p_unit(e);            // softplus(x) and softplus(-x) differ only in max(., 0)
-    const T softplus_pos = shared + detail::zero_unless(!negative, magnitude);  // log(1 + e^x)
-    const T softplus_neg = shared + detail::zero_unless(negative, magnitude);   // log(1 + e^-x)
-    const T reciprocal = T(1) / (T(1) + e);
-    const T sigmoid = detail::select_bits(negative, e, T(1)) * reciprocal;             // s(x)
-    const T sigmoid_complement = detail::select_bits(negative, T(1), e) * reciprocal;  // 1 - s(x)
     const T negative_weight = T(1) - target, positive_weight = pos_weight * target;
-    return {negative_weight * softplus_pos + positive_weight * softplus_neg,
-            negative_weight * sigmoid - positive_weight * sigmoid_complement};
+    // softplus(x) and softplus(-x) share log1p(e) and differ in max(+-x, 0), which is |x| on the
+    // side x lies: the loss is a sum of two non-negative products, so nothing cancels.
+    const T value = (negative_weight + positive_weight) * detail::log1p_unit(e) +
+                    detail::select_bits(negative, positive_weight, negative_weight) * magnitude;
+    // (1 - y) s(x) - p y (1 - s(x)), with s(x) and 1 - s(x) each e or 1 over (1 + e).
+    const T grad = (negative_weight * detail::select_bits(negative, e, T(1)) -
+                    positive_weight * detail::select_bits(negative, T(1), e)) /
+                   (T(1) + e);
+    return {value, grad};
   }
 
   STEADYLOSS_HOST_DEVICE T value(T logit, T target) const noexcept {

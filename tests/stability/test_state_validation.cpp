@@ -152,7 +152,7 @@ TEST_CASE("Out-of-range fields with a valid checksum are rejected, naming the fi
   check_rejects(ema, with_value(ema_state, "variance", "inf"), "ema_zscore variance must be finite");
 }
 
-TEST_CASE("A CRLF-converted state says so; another version line names the version", "[stability][state]") {
+TEST_CASE("A CRLF-converted state says so and another version line names the version", "[stability][state]") {
   const std::string good = state_after(sl::presets::stable_stabilizer<double>(), 20);
   auto target = sl::presets::stable_stabilizer<double>();
   std::string crlf;

@@ -3,10 +3,16 @@
 // when asked, the gradient w.r.t. pred in the same pass; no temporaries, no allocation).
 //
 // Errors (all derive from steadyloss::error, a std::invalid_argument):
-//   invalid_parameter  a term parameter out of range (Huber delta <= 0, ...)
-//   shape_mismatch     sizes that do not fit together (pred vs target, grad, mask, lengths)
-//   invalid_input      empty tensors, targets outside a term's domain, an all-zero mask,
-//                      negative or non-finite mask weights, lengths out of range, overlapping buffers
+//   invalid_parameter  a term parameter out of range (Huber delta <= 0, ...), a Reduction that is
+//                      neither mean nor sum, a term weight (base x multiplier) that is not finite
+//   shape_mismatch     sizes that do not fit together (pred vs target, grad; a mask's size x its
+//                      frame size, or batch x max_frames x frame_size of lengths, not equal to
+//                      pred's size or overflowing size_t), each message naming both numbers
+//   invalid_input      empty tensors, null data, targets outside a term's domain, an all-zero mask
+//                      or all-zero lengths with mean (with sum: an empty batch, value 0, gradient 0),
+//                      negative or non-finite mask weights, lengths out of range, overlapping
+//                      buffers, a gradient scale (weight / denominator, formed in double) that
+//                      does not fit in the term's value_type
 // Parameters, sizes, masks, lengths and buffer overlaps are checked before anything is written
 // (for a composed loss: every term's, before the first term runs). Targets are checked inside
 // the fused pass (a separate pass would cost a third more memory traffic), so when invalid_input

@@ -104,8 +104,7 @@ const remedy remedies[] = {
     {"smoothing", [](auto& to, const auto& from) { to.smoothing = from.smoothing; }},
     {"spike_dampening",
      [](auto& to, const auto& from) {
-       to.spike_window = from.spike_window;
-       to.spike_threshold = from.spike_threshold;
+       to.spike_detection = from.spike_detection;
      }},
     {"early_stopping",
      [](auto& to, const auto& from) {
@@ -186,9 +185,11 @@ run_record run(const configuration& config, const study_settings& s, int seed, M
   // One Stabilizer type for every configuration; a remedy that is off gets neutral settings:
   // spike detection in report mode (never scales), adaptive bounds [1, 1], smoothing 0.
   auto guard = sl::presets::stable_stabilizer_type<float>(
-      sl::SpikeDampener<float>({.window = p.spike_window > 0 ? p.spike_window : 10,
-                                .threshold = p.spike_threshold,
-                                .mode = p.spike_window > 0 ? s.spike_mode : sl::spike_mode::report}),
+      sl::presets::calibrated_spike_dampener<float>([&] {
+        auto spikes = sl::presets::calibrated_spikes;
+        spikes.mode = p.spike_detection ? s.spike_mode : sl::spike_mode::report;
+        return spikes;
+      }()),
       sl::EmaSmoother<float>({.factor = p.smoothing}),
       sl::AdaptiveWeight<2, float>({.lo = p.adaptive_weights ? p.weight_lo : 1.0,
                                     .hi = p.adaptive_weights ? p.weight_hi : 1.0,

@@ -202,6 +202,65 @@ TEST_CASE("SpikeDampener z-score: x > mean + k sigma (sample sigma)", "[stabilit
   CHECK(defaults.settings().sigma_factor == 6.0);
 }
 
+TEST_CASE("SpikeDampener robust z-score: x > median + k 1.4826 MAD", "[stability][spike]") {
+  sl::SpikeDampener<double, sl::detect::mad_zscore> odd({.window = 5, .sigma_factor = 2.0});
+  for (double x : {1.0, 2.0, 3.0, 4.0, 100.0}) odd.update(x);  // warm-up accepts the 100
+  // median 3; deviations {2, 1, 0, 1, 97}: MAD 1; limit 3 + 2 * 1.4826 = 5.9652, the 100 ignored.
+  auto d = odd.update(5.96);
+  CHECK_FALSE(d.is_spike);
+  CHECK(d.limit == Approx(3 + 2 * 1.4826));
+  // {2, 3, 4, 100, 5.96}: median 4; deviations {2, 1, 0, 96, 1.96}: MAD 1.96.
+  d = odd.update(9.9);
+  CHECK(d.is_spike);
+  CHECK(d.limit == Approx(4 + 2 * 1.4826 * 1.96));
+
+  sl::SpikeDampener<double, sl::detect::mad_zscore> even({.window = 4, .sigma_factor = 3.0});
+  for (double x : {1.0, 2.0, 3.0, 10.0}) even.update(x);
+  // median 2.5; deviations {1.5, 0.5, 0.5, 7.5}: MAD (0.5 + 1.5) / 2 = 1; limit 2.5 + 3 * 1.4826.
+  d = even.update(7.0);
+  CHECK(d.is_spike);
+  CHECK(d.limit == Approx(2.5 + 3 * 1.4826));
+
+  // A partial window decides once `warmup` values are in (window 50, warm-up 3).
+  sl::SpikeDampener<double, sl::detect::mad_zscore> partial({.window = 50, .warmup = 3, .sigma_factor = 1.0});
+  for (double x : {1.0, 2.0}) CHECK(partial.update(x).warming_up);
+  partial.update(4.0);  // third value: still warm-up, now ready
+  d = partial.update(10.0);  // {1, 2, 4}: median 2, MAD 1: limit 3.4826
+  CHECK(d.is_spike);
+  CHECK(d.limit == Approx(2 + 1.4826));
+}
+
+TEST_CASE("SpikeDampener guards raise the limit for every detector", "[stability][spike]") {
+  // Ratio guard: the mean is 1, the detector's limit 2, min_ratio 3 raises it to 3.
+  sl::SpikeDampener<double> ratio({.window = 3, .threshold = 2.0, .min_ratio = 3.0});
+  for (int i = 0; i < 3; ++i) ratio.update(1.0);
+  auto d = ratio.update(2.5);
+  CHECK_FALSE(d.is_spike);  // above 2x, below 3x: a hard batch, accepted (the mean becomes 1.5)
+  d = ratio.update(4.6);    // limit max(2 x 1.5, 3 x 1.5) = 4.5
+  CHECK(d.is_spike);
+  CHECK(d.limit == Approx(4.5));
+  CHECK(d.effective == Approx(4.5));  // dampened to the guarded limit
+
+  // Absolute guard: reference 0.003, the 2x limit 0.006; min_excess 0.01 raises it to 0.013.
+  sl::SpikeDampener<double> excess({.window = 3, .threshold = 2.0, .min_excess = 0.01});
+  for (int i = 0; i < 3; ++i) excess.update(0.003);
+  CHECK_FALSE(excess.update(0.012).is_spike);
+  d = excess.update(0.02);  // the window now holds {0.003, 0.003, 0.012}: mean 0.006, limit 0.016
+  CHECK(d.is_spike);
+  CHECK(d.limit == Approx(0.016));
+
+  // A z-score limit collapses onto the mean of a smooth stream: a 1.2x batch is "many sigma".
+  sl::SpikeDampener<double, sl::detect::zscore> bare({.window = 4, .sigma_factor = 6.0});
+  sl::SpikeDampener<double, sl::detect::zscore> guarded({.window = 4, .sigma_factor = 6.0, .min_ratio = 1.5});
+  for (double x : {1.0, 1.001, 0.999, 1.0}) {
+    bare.update(x);
+    guarded.update(x);
+  }
+  CHECK(bare.update(1.2).is_spike);
+  CHECK_FALSE(guarded.update(1.2).is_spike);
+  CHECK(guarded.update(2.0).is_spike);  // the 1.2 entered the window: mean 1.05, sigma 0.1, limit 1.65
+}
+
 TEST_CASE("SpikeDampener EMA z-score on the gradient norm (ZClip)", "[stability][spike]") {
   sl::SpikeDampener<double, sl::detect::ema_zscore> zclip({.warmup = 2, .alpha = 0.5, .z_threshold = 1.0});
   zclip.update(0.0, 1.0);
@@ -264,6 +323,11 @@ TEST_CASE("SpikeDampener rejects bad parameters", "[stability][spike][errors]") 
   CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::zscore>({.sigma_factor = 0.0})), sl::invalid_parameter);
   CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::ema_zscore>({.alpha = 1.0})), sl::invalid_parameter);
   CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::median_ratio>({.window = 0})), sl::invalid_parameter);
+  CHECK_THROWS_WITH(sl::SpikeDampener<double>({.min_ratio = -1.0}),
+                    "SpikeDampener: min_ratio must be finite and >= 0, got -1");
+  CHECK_THROWS_AS(sl::SpikeDampener<double>({.min_excess = std::numeric_limits<double>::quiet_NaN()}),
+                  sl::invalid_parameter);
+  CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::mad_zscore>({.sigma_factor = -2.0})), sl::invalid_parameter);
   CHECK_THROWS_WITH(sl::SpikeDampener<double>({.level_shift_after = 1}),
                     Catch::Contains("level_shift_after must be 0 (= window) or >= 2, got 1"));
 }

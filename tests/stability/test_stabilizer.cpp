@@ -112,7 +112,7 @@ TEST_CASE("Presets hold DESIGN.md's table", "[stability][presets]") {
   CHECK(baseline.stop_pos_weight == 1.0);
   CHECK_FALSE(baseline.adaptive_weights);
   CHECK(baseline.smoothing == 0.0);
-  CHECK(baseline.spike_window == 0);
+  CHECK_FALSE(baseline.spike_detection);
   CHECK(baseline.patience == 20);
   CHECK(stable.huber_mel);
   CHECK(stable.huber_delta == 1.0);
@@ -123,14 +123,19 @@ TEST_CASE("Presets hold DESIGN.md's table", "[stability][presets]") {
   CHECK(stable.weight_lo == 0.7);
   CHECK(stable.weight_hi == 1.3);
   CHECK(stable.smoothing == 0.1);
-  CHECK(stable.spike_window == 10);
-  CHECK(stable.spike_threshold == 2.0);
+  CHECK(stable.spike_detection);
   CHECK(stable.patience == 25);
   CHECK(stable.min_delta == 0.0005);
 
   auto guard = sl::presets::stable_stabilizer<double>();
   CHECK(guard.get<sl::EmaSmoother<double>>().settings().factor == 0.1);
-  CHECK(guard.get<sl::SpikeDampener<double>>().settings().window == 10);
+  // The calibrated detector (docs/spike-calibration.md).
+  const auto& spikes = guard.get<sl::SpikeDampener<double, sl::detect::mad_zscore>>().settings();
+  CHECK(spikes.window == 50);
+  CHECK(spikes.warmup == 10);
+  CHECK(spikes.sigma_factor == 10.0);
+  CHECK(spikes.level_shift_after == 10);
+  CHECK(spikes.mode == sl::spike_mode::dampen);
   CHECK(guard.get<sl::EarlyStopper<double>>().settings().patience == 25);
   auto base = sl::presets::baseline_stabilizer<double>();
   CHECK(base.get<sl::EarlyStopper<double>>().settings().patience == 20);

@@ -139,7 +139,10 @@ TEST_CASE("Corrupted, truncated, wrong-version or mismatched states are rejected
 
   // A state saved by a differently configured pipeline.
   auto other = sl::presets::stable_stabilizer<double>();
-  other.get<sl::SpikeDampener<double>>() = sl::SpikeDampener<double>({.window = 20});
+  using Spikes = sl::presets::calibrated_spike_dampener<double>;
+  auto wider = sl::presets::calibrated_spikes;
+  wider.window = 20;
+  other.get<Spikes>() = Spikes(wider);
   try {
     other.restore(good);
     FAIL("accepted a state of another configuration");

@@ -57,7 +57,7 @@ using one_dampener = sl::Stabilizer<sl::SpikeDampener<double, Detector>>;
 TEST_CASE("A state from a pipeline with any other decision-changing setting is rejected, naming it",
           "[stability][state]") {
   const std::string saved = state_after(sl::presets::stable_stabilizer<double>(), 60);
-  const sl::spike_config spikes{.window = 10, .threshold = 2.0};
+  const sl::spike_config spikes = sl::presets::calibrated_spikes;
   const Dwa::config weights{.lo = 0.7, .hi = 1.3};
   auto with_weights = [&](Dwa::config c) {
     auto guard = sl::presets::stable_stabilizer<double>();
@@ -66,7 +66,7 @@ TEST_CASE("A state from a pipeline with any other decision-changing setting is r
   };
   auto with_spikes = [&](sl::spike_config c) {
     auto guard = sl::presets::stable_stabilizer<double>();
-    guard.get<sl::SpikeDampener<double>>() = sl::SpikeDampener<double>(c);
+    guard.get<sl::presets::calibrated_spike_dampener<double>>() = sl::presets::calibrated_spike_dampener<double>(c);
     return guard;
   };
   struct variant {
@@ -82,6 +82,8 @@ TEST_CASE("A state from a pipeline with any other decision-changing setting is r
       {[&] { auto c = spikes; c.mode = sl::spike_mode::skip; return with_spikes(c); }, "mode = dampen, this one has skip"},
       {[&] { auto c = spikes; c.warmup = 5; return with_spikes(c); }, "SpikeDampener was saved with warmup"},
       {[&] { auto c = spikes; c.level_shift_after = 30; return with_spikes(c); }, "level_shift_after"},
+      {[&] { auto c = spikes; c.min_ratio = 1.5; return with_spikes(c); }, "min_ratio"},
+      {[&] { auto c = spikes; c.min_excess = 0.01; return with_spikes(c); }, "min_excess"},
   };
   for (const auto& v : variants) {
     auto target = v.make();
@@ -97,6 +99,9 @@ TEST_CASE("A state from a pipeline with any other decision-changing setting is r
   check_rejects(other_alpha, ema_state, "alpha");
   one_dampener<sl::detect::ema_zscore> other_z(sl::SpikeDampener<double, sl::detect::ema_zscore>({.z_threshold = 3.0}));
   check_rejects(other_z, ema_state, "z_threshold");
+  const std::string mad_state = state_after(one_dampener<sl::detect::mad_zscore>(), 40);
+  one_dampener<sl::detect::mad_zscore> other_mad_k(sl::SpikeDampener<double, sl::detect::mad_zscore>({.sigma_factor = 3.0}));
+  check_rejects(other_mad_k, mad_state, "sigma_factor");
 }
 
 TEST_CASE("Out-of-range fields with a valid checksum are rejected, naming the field", "[stability][state]") {
@@ -104,6 +109,11 @@ TEST_CASE("Out-of-range fields with a valid checksum are rejected, naming the fi
   auto target = sl::presets::stable_stabilizer<double>();
   target.update(2.0, std::vector<double>{1.0, 1.0}, 1.0);
   const std::string big = std::to_string(LLONG_MAX);
+  const std::string nan_then_zeros = [] {  // 50 slots (the calibrated window), the first NaN
+    std::string values = "50 nan";
+    for (int i = 0; i < 49; ++i) values += " 0x0p+0";
+    return values;
+  }();
   struct edit {
     const char* key;
     std::string value;
@@ -119,11 +129,9 @@ TEST_CASE("Out-of-range fields with a valid checksum are rejected, naming the fi
       {"spikes", big, "begin SpikeDampener", "SpikeDampener spikes must be in"},
       {"skips", "-1", "begin SpikeDampener", "SpikeDampener skips must be in"},
       {"consecutive_skips", "1000", "begin SpikeDampener", "consecutive_skips must be in"},
-      {"run_values", "10 nan 0x0p+0 0x0p+0 0x0p+0 0x0p+0 0x0p+0 0x0p+0 0x0p+0 0x0p+0 0x0p+0", "begin SpikeDampener",
-       "run_values value 0 must be finite"},
-      {"count", "11", "begin mean_ratio", "mean_ratio count must be in [0, 10]"},
-      {"m2", "inf", "begin mean_ratio", "mean_ratio m2 must be finite"},
-      {"mean", "0x1p+20", "begin mean_ratio", "mean_ratio mean must be the mean"},
+      {"run_values", nan_then_zeros, "begin SpikeDampener", "run_values value 0 must be finite"},
+      {"count", "51", "begin mad_zscore", "mad_zscore count must be in [0, 50]"},
+      {"slots", nan_then_zeros, "begin mad_zscore", "mad_zscore slots value 0 must be finite"},
       {"steps", big, "begin AdaptiveWeight", "AdaptiveWeight steps must be in"},
       {"fast", "2 inf 0x1p+0", "begin AdaptiveWeight", "AdaptiveWeight fast value 0 must be finite"},
       {"fast_power", "0x1p-1", "begin AdaptiveWeight", "AdaptiveWeight fast_power must be"},
@@ -141,9 +149,17 @@ TEST_CASE("Out-of-range fields with a valid checksum are rejected, naming the fi
   const std::string early = state_after(sl::presets::stable_stabilizer<double>(), 5);
   check_rejects(target, with_value(early, "multipliers", "2 0x1.2p+0 0x1p+0", "begin AdaptiveWeight"),
                 "must be 1 during the warm-up");
+
+  // A running window's counters and sums (mean_ratio, zscore).
+  const std::string mean_state = state_after(one_dampener<sl::detect::mean_ratio>(), 40);
+  one_dampener<sl::detect::mean_ratio> mean;
+  check_rejects(mean, with_value(mean_state, "count", "11"), "mean_ratio count must be in [0, 10]");
+  check_rejects(mean, with_value(mean_state, "m2", "inf"), "mean_ratio m2 must be finite");
+  check_rejects(mean, with_value(mean_state, "mean", "0x1p+20"), "mean_ratio mean must be the mean");
   // An emptied window must not keep a mean.
-  const std::string zero_count = with_value(early, "count", "0", "begin mean_ratio");
-  check_rejects(target, with_value(zero_count, "next", "0", "begin mean_ratio"), "mean_ratio mean must be the mean");
+  const std::string mean_early = state_after(one_dampener<sl::detect::mean_ratio>(), 5);
+  const std::string zero_count = with_value(mean_early, "count", "0");
+  check_rejects(mean, with_value(zero_count, "next", "0"), "mean_ratio mean must be the mean");
 
   // An ema_zscore whose count is past its warm-up.
   const std::string ema_state = state_after(one_dampener<sl::detect::ema_zscore>(), 40);
@@ -269,7 +285,8 @@ TEST_CASE("Fuzzed states with valid checksums are rejected whole or run safely",
   using Median = sl::Stabilizer<sl::SpikeDampener<double, sl::detect::median_ratio>,
                                 sl::SpikeDampener<double, sl::detect::ema_zscore>, sl::EmaSmoother<double>,
                                 sl::AdaptiveWeight<2, double>, sl::EarlyStopper<double>, sl::StabilityMetrics<double>>;
-  using Zscore = sl::Stabilizer<sl::SpikeDampener<double, sl::detect::zscore>, sl::AdaptiveWeight<2, double>,
+  using Zscore = sl::Stabilizer<sl::SpikeDampener<double, sl::detect::zscore>,
+                                sl::SpikeDampener<double, sl::detect::mad_zscore>, sl::AdaptiveWeight<2, double>,
                                 sl::EarlyStopper<double>>;
   fuzz_loader<Stable>([] { return sl::presets::stable_stabilizer<double>(); }, 1500, 1);
   fuzz_loader<Median>([] { return Median{}; }, 800, 2);

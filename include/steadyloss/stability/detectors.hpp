@@ -7,17 +7,20 @@
 //   median_ratio  x > threshold * median(window)           (robust to one outlier in the window)
 //   zscore        x > mean + k * sigma(window), k = 6      (OLMo-core's loss spike rule; sigma
 //                                                           is the sample standard deviation)
+//   mad_zscore    x > median + k * 1.4826 * MAD(window)    (Hampel's robust z-score; the
+//                                                           calibrated choice of the presets)
 //   ema_zscore    g > mu + z * sigma on the gradient norm  (ZClip: mu, sigma^2 are EMAs with
 //                 alpha = 0.97, z = 2.5; mu_t = a mu + (1-a) g, s2_t = a s2 + (1-a)(g - mu_t)^2,
 //                 initialized from the first `warmup` norms; a spike updates them with the
 //                 clipped norm mu + z sigma, as ZClip does)
 // Costs per step: O(1) for mean, zscore and ema_zscore (windowed_stats), O(log window) for
-// median (window_median). No allocation after construction.
+// median (window_median), O(window) for mad_zscore. No allocation after construction.
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <string_view>
+#include <vector>
 
 #include "../core/errors.hpp"
 #include "state_io.hpp"
@@ -41,6 +44,12 @@ struct spike_config {
   double sigma_factor = 6.0;    ///< zscore: k
   double alpha = 0.97;          ///< ema_zscore: EMA weight of history, in (0, 1)
   double z_threshold = 2.5;     ///< ema_zscore: z
+  // Guards, for every detector: a value above the limit is a spike only if it also exceeds
+  // min_ratio x the reference (the window's mean or median, the EMA mean) and exceeds the
+  // reference by more than min_excess (in the loss's units). A z-score limit collapses onto the
+  // mean on a smooth stream, where a 1.2x batch would be "13 sigma": min_ratio keeps it a batch.
+  double min_ratio = 0;         ///< >= 0; 0 = off
+  double min_excess = 0;        ///< >= 0; 0 = off
 };
 
 namespace detail {
@@ -175,6 +184,62 @@ struct zscore {
 
  private:
   detail::windowed_stats stats_;
+  double k_;
+  std::size_t warmup_;
+};
+
+/// Robust z-score (Hampel's identifier): x > median + k * 1.4826 * MAD over the window, MAD the
+/// median absolute deviation (1.4826 MAD estimates sigma for normal data). A few outliers in the
+/// window (a bad batch during warm-up, one the detector missed) barely move the limit, and the
+/// limit follows the stream's own spread: wide on the heavy-tailed per-batch losses of a
+/// converged classifier, tight on a smooth loss. O(window) per step (two nth_element over a
+/// scratch copy allocated at construction).
+struct mad_zscore {
+  static constexpr std::string_view name = "mad_zscore";
+  static constexpr bool watches_grad_norm = false;
+  static void validate(const spike_config& c) { zscore::validate(c); }
+  explicit mad_zscore(const spike_config& c)
+      : window_(c.window), deviations_(c.window), k_(c.sigma_factor),
+        warmup_(std::max<std::size_t>(2, detail::effective_warmup(c))) {}
+  bool ready() const { return window_.size() >= warmup_; }
+  double reference() const { return window_.median(); }
+  double limit() const {
+    const double median = window_.median();
+    const std::size_t n = window_.size();
+    const auto& slots = window_.slots();  // the first n slots hold the values (all, once full)
+    for (std::size_t i = 0; i < n; ++i) deviations_[i] = std::fabs(slots[i] - median);
+    return median + k_ * 1.4826 * median_of(deviations_.data(), n);
+  }
+  void accept(double x) { window_.push(x); }
+  void on_spike(double) {}
+  void clear() { window_.clear(); }
+  void save(state_writer& out) const {
+    out.put("sigma_factor", k_);
+    out.put_int("count", static_cast<long long>(window_.size()));
+    out.put_int("next", static_cast<long long>(window_.next()));
+    out.put_doubles("slots", window_.slots());
+  }
+  void load(state_reader& in) {
+    in.expect_config(name, "sigma_factor", k_);
+    const auto cap = static_cast<long long>(window_.capacity());
+    const long long count = in.get_count("count", 0, cap);
+    const long long next = in.get_count("next", 0, cap - 1);
+    const auto slots = in.get_finite_doubles("slots", window_.capacity());
+    if (count < cap && next != count)
+      in.fail_field("next", "must equal count (", count, ") until the window is full, got ", next);
+    window_.set_state(slots, static_cast<std::size_t>(count), static_cast<std::size_t>(next));
+  }
+
+ private:
+  static double median_of(double* values, std::size_t n) {
+    double* middle = values + n / 2;
+    std::nth_element(values, middle, values + n);
+    if (n % 2 == 1) return *middle;
+    return 0.5 * (*middle + *std::max_element(values, middle));
+  }
+
+  detail::window_median window_;
+  mutable std::vector<double> deviations_;
   double k_;
   std::size_t warmup_;
 };

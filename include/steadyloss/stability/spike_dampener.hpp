@@ -15,6 +15,8 @@
 // up again) and that step is accepted with scale 1 and `level_shift` set. Otherwise a loss
 // that settles above threshold x its old level (a new data phase, a loss term switched on) would
 // be scaled, or in skip mode frozen, forever.
+// Guards (spike_config::min_ratio, min_excess; off by default) raise the limit to at least
+// min_ratio x the reference and the reference + min_excess, for every detector.
 
 #include <algorithm>
 #include <cmath>
@@ -90,6 +92,8 @@ class SpikeDampener {
     out.put_word("mode", mode_names[static_cast<std::size_t>(config_.mode)]);
     out.put("warmup", static_cast<double>(detail::effective_warmup(config_)));
     out.put("level_shift_after", static_cast<double>(config_.level_shift_after));
+    out.put("min_ratio", config_.min_ratio);
+    out.put("min_excess", config_.min_excess);
     out.put_int("spikes", spikes_);
     out.put_int("skips", skips_);
     out.put_int("consecutive_skips", consecutive_skips_);
@@ -108,6 +112,8 @@ class SpikeDampener {
     in.expect_choice(name, "mode", static_cast<long long>(config_.mode), {mode_names[0], mode_names[1], mode_names[2]});
     in.expect_config(name, "warmup", static_cast<double>(detail::effective_warmup(config_)));
     in.expect_config(name, "level_shift_after", static_cast<double>(config_.level_shift_after));
+    in.expect_config(name, "min_ratio", config_.min_ratio);
+    in.expect_config(name, "min_excess", config_.min_excess);
     const long long spikes = in.get_count("spikes");
     const long long skips = in.get_count("skips");
     const long long consecutive = in.get_count("consecutive_skips", 0, skips);
@@ -160,6 +166,10 @@ class SpikeDampener {
     if (c.mode != spike_mode::dampen && c.mode != spike_mode::skip && c.mode != spike_mode::report)
       detail::fail<invalid_parameter>("SpikeDampener: mode must be dampen, skip or report, got ",
                                       static_cast<int>(c.mode));
+    if (!(c.min_ratio >= 0.0) || !std::isfinite(c.min_ratio))
+      detail::fail<invalid_parameter>("SpikeDampener: min_ratio must be finite and >= 0, got ", c.min_ratio);
+    if (!(c.min_excess >= 0.0) || !std::isfinite(c.min_excess))
+      detail::fail<invalid_parameter>("SpikeDampener: min_excess must be finite and >= 0, got ", c.min_excess);
     Detector::validate(c);
     return c;
   }
@@ -177,7 +187,7 @@ class SpikeDampener {
         detector_.accept(x);
         consecutive_spikes_ = 0;
       } else {
-        d.limit = detector_.limit();
+        d.limit = guarded_limit();
         if (x <= d.limit) {
           detector_.accept(x);
           consecutive_spikes_ = 0;
@@ -208,6 +218,11 @@ class SpikeDampener {
     return d;
   }
 
+  // The detector's limit, raised by the guards: a spike must clear all three.
+  double guarded_limit() const {
+    const double reference = detector_.reference();
+    return std::max({detector_.limit(), config_.min_ratio * reference, reference + config_.min_excess});
+  }
   // Keeps x in the ring of the current run's values; true when the run reaches level_shift_after.
   bool remember_spike(double x) {
     run_values_[static_cast<std::size_t>(consecutive_spikes_) % run_values_.size()] = x;

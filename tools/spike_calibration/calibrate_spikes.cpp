@@ -7,8 +7,8 @@
 //
 // --study p=0.05=DIR/steps.csv reads examples/tts_stability's baseline runs (corrupted batches
 // marked); --log reads a `step,loss` training log (every step clean). --check exits 1 when the
-// chosen setting misses a goal (false alarms <= 1% on every clean stream; >= 95% of the study's
-// corrupted batches; >= 99% of 10x-or-larger single spikes).
+// stable preset's detector misses a goal on these streams (false alarms <= 1% on every clean
+// stream; >= 95% of the study's corrupted batches; >= 99% of 10x-or-larger single spikes).
 
 #include <algorithm>
 #include <cmath>
@@ -21,6 +21,8 @@
 #include <map>
 #include <string>
 #include <vector>
+
+#include <steadyloss/presets.hpp>
 
 #include "calibration.hpp"
 
@@ -195,6 +197,20 @@ int main(int argc, char** argv) {
         settings[i].threshold == 2.0)
       original = i;
 
+  // The stable preset's detector, as the library ships it (in the grid: its values come from it).
+  const auto& shipped = steadyloss::presets::calibrated_spikes;
+  std::size_t preset = settings.size();
+  for (std::size_t i = 0; i < settings.size(); ++i)
+    if (settings[i].detector == steadyloss::presets::calibrated_spike_detector::name &&
+        settings[i].window == shipped.window && settings[i].warmup == shipped.warmup &&
+        settings[i].threshold == shipped.sigma_factor && settings[i].min_ratio == shipped.min_ratio &&
+        settings[i].level_shift_after == shipped.level_shift_after)
+      preset = i;
+  if (preset == settings.size()) {
+    std::cerr << "calibrate_spikes: the preset's detector is not in the grid\n";
+    return 2;
+  }
+
   std::vector<std::string> families;
   for (const auto& [family, t] : scores.front().by_family) families.push_back(family);
 
@@ -262,6 +278,7 @@ int main(int argc, char** argv) {
       md << "\n";
     };
     row("original default", original);
+    row("the stable preset's", preset);
     for (const auto& [d, at] : detector_picks) {
       if (at >= 0) row(at == chosen ? d + " (chosen)" : d, std::size_t(at));
       else md << "| " << d << " | none with false alarms <= 1% | | | |\n";
@@ -294,17 +311,13 @@ int main(int argc, char** argv) {
 
   std::ifstream table(dir / "calibration.md");
   std::cout << table.rdbuf();
-  if (chosen < 0) {
-    std::cout << "\nno setting keeps false alarms <= 1% on every clean stream\n";
-    return o.check ? 1 : 0;
-  }
-  const auto& c = scores[std::size_t(chosen)];
-  std::cout << "\nchosen: " << settings[std::size_t(chosen)].label() << "\n";
-  if (o.check) {
-    bool ok = c.single10_detection >= 0.99;
-    if (!o.studies.empty()) ok = ok && c.study_detection >= 0.95;
-    std::cout << (ok ? "goals met\n" : "goals NOT met\n");
-    return ok ? 0 : 1;
-  }
-  return 0;
+  if (chosen < 0) std::cout << "\nno setting keeps false alarms <= 1% on every clean stream\n";
+  else std::cout << "\nthe rule's pick on these streams: " << settings[std::size_t(chosen)].label() << "\n";
+  // The goals, checked on what users get: the stable preset's detector.
+  const auto& p = scores[preset];
+  bool ok = p.worst_false_alarms <= max_false_alarms && p.single10_detection >= 0.99;
+  if (!o.studies.empty()) ok = ok && p.study_detection >= 0.95;
+  std::cout << "the stable preset's detector (" << settings[preset].label() << "): "
+            << (ok ? "goals met" : "goals NOT met") << "\n";
+  return o.check && !ok ? 1 : 0;
 }

@@ -109,11 +109,12 @@ struct placed_copy {
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("Every ISA variant gives an offset view the same gradient bits and value", "[isa]", float,
-                   double) {
-  // The pass peels elements up to the gradient's first 64-byte boundary, so an offset view runs
-  // other elements one by one: the value must agree within the documented float32 accuracy, and
-  // each gradient exactly (within FMA's last bits for BCE, below).
+TEMPLATE_TEST_CASE("A result does not depend on where the buffers sit: offset views give the same bits", "[isa]",
+                   float, double) {
+  // Which elements share a vector and a partial sum depends on their index only, never on the
+  // buffer's address: a checkpointed run resumed in another process (other allocations) computes
+  // the same bits. (A pass that peeled elements up to a 64-byte boundary would break this: its
+  // value's rounding and, with FMA, BCE's gradient would move with the address.)
   using T = TestType;
   const std::size_t n = 5003;
   const auto pred = reference::uniform<T>(n, T(-8), T(8), 31);
@@ -121,7 +122,6 @@ TEMPLATE_TEST_CASE("Every ISA variant gives an offset view the same gradient bit
   const auto labels = reference::bernoulli<T>(n, 0.2, 33);
   auto mask = reference::uniform<T>(n, T(0), T(2), 34);
   for (std::size_t i = 0; i < n; i += 5) mask[i] = T(0);
-  const double tolerance = 20 * reference::tolerance<T>();
   const sl::Huber<T> huber{.delta = T(1.5)};
   const sl::LabelSmoothing bce{sl::BalancedBCE<T>{.pos_weight = T(5)}, T(0.05)};
 
@@ -140,20 +140,11 @@ TEMPLATE_TEST_CASE("Every ISA variant gives an offset view the same gradient bit
                         << " elements past a 64-byte boundary");
         const placed_copy<T> p(pred, offset), t(target, offset), l(labels, offset), m(mask, offset);
         placed_copy<T> g(std::vector<T>(n), grad_offset);
-        const auto h = sl::evaluate(huber, sl::inputs(p.view, t.view, m.view), g.view);
-        CHECK(h.value == Approx(double(huber_aligned.value)).epsilon(tolerance));
+        CHECK(sl::evaluate(huber, sl::inputs(p.view, t.view, m.view), g.view).value == huber_aligned.value);
         CHECK(std::equal(g.view.begin(), g.view.end(), huber_grad.begin()));
-        const auto b = sl::evaluate(bce, sl::inputs(p.view, l.view), g.view);
-        CHECK(b.value == Approx(double(bce_aligned.value)).epsilon(tolerance));
-        // BCE's exp and log1p polynomials run one by one in the peel: where the variant has FMA,
-        // the compiler may fuse a multiply-add there and not in the vector rows (as in the tail,
-        // always scalar), so its gradient may differ in the last bit or two.
-        double worst_ulps = 0;
-        for (std::size_t i = 0; i < n; ++i)
-          worst_ulps = std::max(worst_ulps, std::fabs(double(g.view[i]) - double(bce_grad[i])) /
-                                                (std::numeric_limits<T>::epsilon() * std::fabs(double(bce_grad[i]))));
-        CHECK(worst_ulps <= 2);
-        CHECK(sl::value(bce, sl::inputs(p.view, l.view)).value == Approx(double(value_aligned.value)).epsilon(tolerance));
+        CHECK(sl::evaluate(bce, sl::inputs(p.view, l.view), g.view).value == bce_aligned.value);
+        CHECK(std::equal(g.view.begin(), g.view.end(), bce_grad.begin()));
+        CHECK(sl::value(bce, sl::inputs(p.view, l.view)).value == value_aligned.value);
       }
     }
   }

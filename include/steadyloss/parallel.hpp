@@ -6,11 +6,11 @@
 //   auto c = loss.evaluate_on(pool, sl::inputs(...), sl::inputs(...), sl::grads(...));
 //
 // Each contiguous stretch of at least `min_elements_per_thread` elements per thread is cut into
-// chunks (multiples of the serial kernel's 256-element blocks, the first also taking the serial
-// pass's alignment peel), one per thread, the caller taking the first. The gradient is the
-// serial pass's, bit for bit. The chunk sums are combined in chunk order, so a given thread count
-// gives the same bits on every run (a different thread count may differ in the last bits, as any
-// change of summation order does). Smaller stretches run serially: waking threads costs microseconds.
+// chunks (multiples of the serial kernel's 256-element blocks), one per thread, the caller taking
+// the first. The gradient is the serial pass's, bit for bit. The chunk sums are combined in chunk
+// order, so a given thread count gives the same bits on every run (a different thread count may
+// differ in the last bits, as any change of summation order does). Smaller stretches run
+// serially: waking threads costs microseconds.
 // Thread-safe: concurrent evaluations share the threads, one contiguous stretch at a time (each
 // waits for the other's stretch); no allocation per call.
 
@@ -70,13 +70,8 @@ class parallel_executor {
     const std::size_t wanted = std::min<std::size_t>(threads(), n / std::max<std::size_t>(min_elements_per_thread_, 1));
     if (wanted <= 1) return detail::fused_pass<WriteGrad, Weighted>(term, pred, target, weight, grad, n, grad_scale);
     const std::size_t chunk = (n / wanted + block - 1) / block * block;
-    // Chunk 0 also takes the serial pass's peel, so every other chunk starts on the same 64-byte
-    // boundary as a serial row: each element then runs the same (vector or scalar) code as in
-    // the serial pass, and the gradient has the same bits.
-    const std::size_t peel = detail::peel_count(WriteGrad ? grad : pred, n);
     auto run_chunk = [&](unsigned index) {
-      const std::size_t begin = index == 0 ? 0 : std::min(n, peel + index * chunk);
-      const std::size_t end = std::min(n, peel + (index + 1) * chunk);
+      const std::size_t begin = std::min(n, index * chunk), end = std::min(n, begin + chunk);
       sums_[index] = detail::fused_pass<WriteGrad, Weighted>(
           term, pred + begin, target + begin, Weighted ? weight + begin : weight,
           WriteGrad ? grad + begin : grad, end - begin, grad_scale);

@@ -8,7 +8,6 @@
 
 #include <cmath>
 #include <cstddef>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -89,22 +88,6 @@ auto make_guard() {
   return guard;
 }
 
-// The gradient buffers, 64-byte aligned (as LibTorch's CPU allocator places tensors): the fused
-// pass peels elements up to the gradient's first 64-byte boundary, so which elements share a
-// partial sum, and a value's last bits, depend on that address modulo 64; a resumed process must
-// hand evaluate buffers at the same offset to repeat the run bit for bit.
-template <class T>
-struct aligned_buffer {
-  explicit aligned_buffer(Eigen::Index rows, Eigen::Index cols)
-      : data(static_cast<T*>(std::aligned_alloc(64, (sizeof(T) * static_cast<std::size_t>(rows * cols) + 63) / 64 * 64))),
-        map(data, rows, cols) {}
-  ~aligned_buffer() { std::free(data); }
-  aligned_buffer(const aligned_buffer&) = delete;
-  aligned_buffer& operator=(const aligned_buffer&) = delete;
-  T* data;
-  Eigen::Map<matrix<T>> map;
-};
-
 template <class T>
 struct run_log {
   std::vector<sl::step_report<T, 2>> reports;
@@ -116,16 +99,15 @@ struct run_log {
 template <class T, class Loss, class Guard>
 void train(Loss& loss, Guard& guard, trainer<T>& model, long long first, long long save_at, run_log<T>& log,
            std::string& guard_state) {
-  matrix<T> mel_pred;
-  vector<T> stop_logits;
-  aligned_buffer<T> mel_grad(batch * max_frames, mel_bins), stop_grad(batch * max_frames, 1);
-  auto& d_mel = mel_grad.map;
-  auto& d_stop = stop_grad.map;
+  matrix<T> mel_pred, d_mel;
+  vector<T> stop_logits, d_stop;
   const T learning_rate = T(0.02), momentum = T(0.9);
   for (long long step = first; step < 600; ++step) {
     const auto b = make_batch<T>(step);
     mel_pred = b.inputs * model.w_mel;
     stop_logits = b.inputs * model.w_stop;
+    d_mel.resize(mel_pred.rows(), mel_pred.cols());
+    d_stop.resize(stop_logits.size());
     const auto r = loss.evaluate(sl::inputs(mel_pred, b.mel, b.mel_mask), sl::inputs(stop_logits, b.stop, b.stop_mask),
                                  sl::grads(d_mel, d_stop));
     const matrix<T> g_mel = b.inputs.transpose() * d_mel;

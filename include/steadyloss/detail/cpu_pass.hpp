@@ -7,14 +7,10 @@
 // fixed-trip inner loop (which vectorizes: one AVX-512 register of floats, two AVX2, four SSE2),
 // and every `block_rows` rows they are flushed into a double total. Each float partial then sums
 // at most block_rows values, so the total keeps float32 precision over any n at no measurable cost
-// (Kahan compensation would cost ~3x). The rows start at the first 64-byte boundary of the stored
-// stream (peel_count): which elements share a partial then depends on the buffer's address modulo
-// 64, so two copies of one tensor at different offsets may differ in a value's last bits (within
-// the same float32 accuracy); each element's gradient does not depend on it. On x86-64 the pass is compiled once per ISA (the build's
+// (Kahan compensation would cost ~3x). On x86-64 the pass is compiled once per ISA (the build's
 // flags, AVX2, AVX-512) and fused_pass runs the widest this CPU has (cpu_isa.hpp).
 
 #include <cstddef>
-#include <cstdint>
 #include <cstring>
 
 #include "../core/config.hpp"
@@ -75,45 +71,12 @@ template <bool WriteGrad, bool Weighted, class Term, class T>
   }
 }
 
-/// Where the vector rows start: a pass first runs, one by one, the elements before the first
-/// store_alignment boundary of the stream it writes (grad; pred when it computes values only),
-/// so that no vector store splits a cache line (a pass over a buffer offset by 4 bytes was ~20%
-/// slower). Short passes start at once: the peel would cost more than it saves.
-inline constexpr std::size_t store_alignment = 64;  // a cache line, one AVX-512 register
-inline constexpr std::size_t peel_min_elements = lanes * block_rows;
-
-template <class T>
-std::size_t peel_count(const T* stream, std::size_t n) noexcept {
-  if (n < peel_min_elements) return 0;
-  const std::size_t misalignment = static_cast<std::size_t>(reinterpret_cast<std::uintptr_t>(stream) % store_alignment);
-  if (misalignment == 0 || misalignment % sizeof(T) != 0) return 0;  // aligned, or not even to T
-  return (store_alignment - misalignment) / sizeof(T);
-}
-
-// Elements [begin, end) one at a time, each value added to the double total.
-template <bool WriteGrad, bool Weighted, class Term, class T>
-[[gnu::always_inline]] inline void scalar_elements(const Term& term, const T* pred, const T* target, const T* weight,
-                                                   T* grad, std::size_t begin, std::size_t end, T grad_scale,
-                                                   pass_sum& total) {
-  for (std::size_t i = begin; i < end; ++i) {
-    const value_grad<T> vg = value_and_grad(term, pred[i], target[i]);
-    const T w = Weighted ? weight[i] : T(1);
-    const bool kept = w != T(0);
-    if (kept) total.value += static_cast<double>(w * vg.value);
-    if constexpr (WriteGrad) grad[i] = kept ? vg.grad * (w * grad_scale) : T(0);
-    if constexpr (checks_target_domain<Term>)
-      total.out_of_domain += (kept && !target_in_domain<Term>(target[i])) ? 1 : 0;
-  }
-}
-
-// The whole pass, also written once: the peel, blocks of rows through `Rows`, then the remainder.
+// The whole pass, also written once: blocks of rows through `Rows`, then the remainder.
 template <auto Rows, bool WriteGrad, bool Weighted, class Term, class T>
 [[gnu::always_inline]] inline pass_sum pass_body(const Term& term, const T* pred, const T* target, const T* weight,
                                                  T* grad, std::size_t n, T grad_scale) {
   pass_sum total;
-  const std::size_t peel = peel_count(WriteGrad ? grad : pred, n);
-  scalar_elements<WriteGrad, Weighted>(term, pred, target, weight, grad, 0, peel, grad_scale, total);
-  std::size_t i = peel;
+  std::size_t i = 0;
   while (n - i >= lanes) {
     const std::size_t rows = (n - i) / lanes < block_rows ? (n - i) / lanes : block_rows;
     T value_acc[lanes] = {};
@@ -130,7 +93,15 @@ template <auto Rows, bool WriteGrad, bool Weighted, class Term, class T>
     total.out_of_domain += static_cast<std::size_t>(block_outside);
     i += rows * lanes;
   }
-  scalar_elements<WriteGrad, Weighted>(term, pred, target, weight, grad, i, n, grad_scale, total);
+  for (; i < n; ++i) {
+    const value_grad<T> vg = value_and_grad(term, pred[i], target[i]);
+    const T w = Weighted ? weight[i] : T(1);
+    const bool kept = w != T(0);
+    if (kept) total.value += static_cast<double>(w * vg.value);
+    if constexpr (WriteGrad) grad[i] = kept ? vg.grad * (w * grad_scale) : T(0);
+    if constexpr (checks_target_domain<Term>)
+      total.out_of_domain += (kept && !target_in_domain<Term>(target[i])) ? 1 : 0;
+  }
   return total;
 }
 

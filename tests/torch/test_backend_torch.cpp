@@ -3,12 +3,14 @@
 // ops, composed losses against torch sums of weighted terms, float64 central differences, and the
 // error messages. CPU tensors (Debian's libtorch-dev 1.13); the same checks run on CUDA tensors
 // from tests/gpu/run.sh, which sets STEADYLOSS_TEST_DEVICE=cuda.
+#include <torch/torch.h>
+// LibTorch's headers bring glog's CHECK (abort on failure, not counted by Catch); Catch's must win.
+#undef CHECK
 #include <catch2/catch.hpp>
 
 #include <steadyloss/backend/torch.hpp>
 #include <steadyloss/presets.hpp>
 #include <steadyloss/steadyloss.hpp>
-#include <torch/torch.h>
 
 #include <bit>
 #include <cstdint>

@@ -17,7 +17,7 @@ namespace {
 
 constexpr float delta = 1.0f, pos_weight = 5.0f, eps = 0.05f;
 
-torch::Tensor from(std::vector<float>& v, bool requires_grad) {
+torch::Tensor from(bench::placed_vector<float>& v, bool requires_grad) {
   return torch::from_blob(v.data(), {static_cast<long>(v.size())}, torch::kFloat32).set_requires_grad(requires_grad);
 }
 

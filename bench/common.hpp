@@ -118,18 +118,3 @@ void register_sizes(const std::string& case_name, const std::string& implementat
 }
 
 }  // namespace bench
-
-#ifdef TORCH_VERSION_MAJOR  // a translation unit that included <torch/torch.h> first
-namespace bench {
-// bench_losses_torch.cpp wraps the buffers with its own from(std::vector<float>&, bool), written
-// when they were std::vector<float>. This template, found by argument-dependent lookup, does the
-// same for placed buffers; once that function takes a placed_vector<float>, it is the better
-// match (a non-template) and this one goes unused.
-template <class Buffer>
-  requires std::same_as<Buffer, placed_vector<float>>
-torch::Tensor from(Buffer& buffer, bool requires_grad) {
-  return torch::from_blob(buffer.data(), {static_cast<long>(buffer.size())}, torch::kFloat32)
-      .set_requires_grad(requires_grad);
-}
-}  // namespace bench
-#endif

@@ -19,8 +19,8 @@ int main() {
                           sl::term(sl::LabelSmoothing{sl::BalancedBCE<float>{}, 0.05f}, 1.0f));
   sl::Stabilizer<sl::SpikeDampener<float>, sl::EmaSmoother<float>, sl::AdaptiveWeight<2, float>,
                  sl::EarlyStopper<float>, sl::StabilityMetrics<float>> guard;
-  const auto r = loss.evaluate(sl::inputs(mel, mel_target, sl::lengths(lengths, 4)),
-                               sl::inputs(stop, stop_target, sl::lengths(lengths, 4)),
+  const auto r = loss.evaluate(sl::inputs(mel, mel_target, sl::lengths(lengths, 4, 8)),
+                               sl::inputs(stop, stop_target, sl::lengths(lengths, 4, 1)),
                                sl::grads(d_mel, d_stop));
   const auto step = guard.update(r, 1.0f);
   loss.set_multipliers(step.weights);

@@ -27,8 +27,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   reader_options.max_line_bytes = (knobs & 16) ? 64 : 4096;
   rp::replay_options options;
   options.patience = (knobs >> 5) & 3;
-  options.spike_window = 2;
-  options.spikes = (knobs & 128) ? steadyloss::spike_mode::skip : steadyloss::spike_mode::dampen;
+  // Every detector (ema_zscore needs a gradient norm column: a log_error without one), window 2.
+  rp::spike_flags spikes;
+  spikes.window = 2;
+  spikes.warmup = 0;
+  spikes.mode = (knobs & 128) ? steadyloss::spike_mode::skip : steadyloss::spike_mode::dampen;
+  options.set_spikes(rp::spike_detectors[std::size_t(knobs >> 1) % rp::spike_detectors.size()], spikes);
   try {
     rp::log_reader reader(in, "fuzz.csv", columns, reader_options);
     if (reader.loss_column().empty()) {

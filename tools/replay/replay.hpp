@@ -2,7 +2,10 @@
 // Replays a training log through a Stabilizer: what would the step policies have done?
 //
 // Each data row with a training loss is one step: Stabilizer::update(loss[, per-term losses],
-// grad_norm) (grad_norm 0 when the log has none: the default detector watches the loss). Each row
+// grad_norm) (grad_norm 0 when the log has none; the loss detectors never read it, ema_zscore
+// needs the column). The spike detector is chosen at run time (spike_detector; default the
+// stable preset's calibrated one, presets::calibrated_spike_detector with
+// presets::calibrated_spikes) and dispatched once, at the top, to one generic run<Detector, N>. Each row
 // with a validation loss is one observation of the early stopper when it monitors the validation
 // loss (the default when the log has a validation column, as Lightning's EarlyStopping monitors
 // val_loss); else the step Stabilizer's EarlyStopper watches the smoothed training loss.
@@ -14,6 +17,7 @@
 // healthy: its row is marked (non_finite), the summary says when a run ends non-finite, and the
 // plot marks such steps where a curve cannot show them.
 
+#include <steadyloss/presets.hpp>
 #include <steadyloss/stability/stability.hpp>
 
 #include <algorithm>
@@ -29,26 +33,146 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "log_reader.hpp"
 
 namespace steadyloss::replay {
 
+/// The spike detectors of stability/detectors.hpp, as a run-time choice.
+enum class spike_detector { mean_ratio, median_ratio, zscore, mad_zscore, ema_zscore };
+
+/// Calls f(std::type_identity<Detector>{}) for the detector type of `d`: the one switch from the
+/// run-time choice to the compile-time Stabilizer type.
+template <class F>
+decltype(auto) with_detector(spike_detector d, F&& f) {
+  switch (d) {
+    case spike_detector::mean_ratio: return f(std::type_identity<detect::mean_ratio>{});
+    case spike_detector::median_ratio: return f(std::type_identity<detect::median_ratio>{});
+    case spike_detector::zscore: return f(std::type_identity<detect::zscore>{});
+    case spike_detector::mad_zscore: return f(std::type_identity<detect::mad_zscore>{});
+    case spike_detector::ema_zscore: return f(std::type_identity<detect::ema_zscore>{});
+  }
+  throw std::logic_error("replay: unknown spike_detector");
+}
+
+inline constexpr auto spike_detectors =
+    std::to_array({spike_detector::mean_ratio, spike_detector::median_ratio, spike_detector::zscore,
+                   spike_detector::mad_zscore, spike_detector::ema_zscore});
+
+/// The detector's name, as detectors.hpp spells it (Detector::name).
+inline std::string_view to_string(spike_detector d) {
+  return with_detector(d, []<class D>(std::type_identity<D>) { return D::name; });
+}
+inline std::optional<spike_detector> parse_spike_detector(std::string_view name) {
+  for (const auto d : spike_detectors)
+    if (to_string(d) == name) return d;
+  return std::nullopt;
+}
+
+template <class Detector>
+constexpr spike_detector detector_of() {
+  if constexpr (std::is_same_v<Detector, detect::mean_ratio>) return spike_detector::mean_ratio;
+  else if constexpr (std::is_same_v<Detector, detect::median_ratio>) return spike_detector::median_ratio;
+  else if constexpr (std::is_same_v<Detector, detect::zscore>) return spike_detector::zscore;
+  else if constexpr (std::is_same_v<Detector, detect::mad_zscore>) return spike_detector::mad_zscore;
+  else if constexpr (std::is_same_v<Detector, detect::ema_zscore>) return spike_detector::ema_zscore;
+  else static_assert(sizeof(Detector) == 0, "steadyloss-replay: add this detector to spike_detector and with_detector");
+}
+
+/// The default: the stable preset's calibrated detector, found from its type so the two cannot drift.
+inline constexpr spike_detector default_spike_detector = detector_of<presets::calibrated_spike_detector>();
+
+/// A detector's starting settings: presets::calibrated_spikes for the calibrated detector, else
+/// spike_config{}'s defaults (window 10, threshold 2.0, sigma_factor 6, z_threshold 2.5): those
+/// were chosen for the other detectors, the calibrated values for this one.
+inline spike_config default_spike_settings(spike_detector d) {
+  return d == default_spike_detector ? presets::calibrated_spikes : spike_config{};
+}
+
+/// What the spike flags set, each optional: given ones override the detector's defaults,
+/// whatever their order on the command line.
+struct spike_flags {
+  std::optional<spike_detector> detector;
+  std::optional<std::size_t> window, warmup, level_shift_after;
+  std::optional<double> threshold;  ///< the ratio (mean/median_ratio), k (zscore, mad_zscore), z (ema_zscore)
+  std::optional<double> min_ratio, min_excess;
+  std::optional<spike_mode> mode;
+};
+
+/// The detector's defaults with the given flags applied.
+inline spike_config spike_settings(spike_detector d, const spike_flags& f) {
+  spike_config c = default_spike_settings(d);
+  if (f.window) c.window = *f.window;
+  if (f.warmup) c.warmup = *f.warmup;
+  if (f.level_shift_after) c.level_shift_after = *f.level_shift_after;
+  if (f.threshold) {
+    if (d == spike_detector::mean_ratio || d == spike_detector::median_ratio) c.threshold = *f.threshold;
+    else if (d == spike_detector::ema_zscore) c.z_threshold = *f.threshold;
+    else c.sigma_factor = *f.threshold;
+  }
+  if (f.min_ratio) c.min_ratio = *f.min_ratio;
+  if (f.min_excess) c.min_excess = *f.min_excess;
+  if (f.mode) c.mode = *f.mode;
+  return c;
+}
+
 struct replay_options {
   int patience = 25;
   double min_delta = 0.0005;
   stop_mode mode = stop_mode::min;
-  std::size_t spike_window = 10;
-  double spike_threshold = 2.0;
-  spike_mode spikes = spike_mode::dampen;
-  std::size_t level_shift_after = 0;  ///< consecutive spikes taken as a new level; 0 = spike_window
+  spike_detector detector = default_spike_detector;
+  spike_config spikes = default_spike_settings(default_spike_detector);  ///< read by `detector`
   double smoothing = 0.1;
   double weight_lo = 0.7, weight_hi = 1.3;  ///< AdaptiveWeight bounds (used when term columns are given)
   enum class monitor_choice { automatic, loss, validation } monitor = monitor_choice::automatic;
   double weight_event_step = 0.05;  ///< print a weights event when a multiplier moved this much
   bool quiet = false;               ///< no per-event lines, only the summary
+
+  /// `detector` with its defaults and the given flags (spike_settings).
+  void set_spikes(spike_detector d, const spike_flags& f = {}) {
+    detector = d;
+    spikes = spike_settings(d, f);
+  }
 };
+
+namespace detail {
+/// For event lines and the summary: six significant digits, as people read them.
+inline std::string number(double x) {
+  char buffer[64];
+  std::snprintf(buffer, sizeof buffer, "%.6g", x);
+  return buffer;
+}
+}  // namespace detail
+
+/// "mad_zscore (window 50, warm-up 10, k 10, level shift after 10 spikes, dampen)": the detector
+/// and the settings it reads (level_shift_after and warm-up resolved as SpikeDampener does).
+inline std::string describe(spike_detector d, const spike_config& c) {
+  using detail::number;
+  const std::size_t warmup = c.warmup == 0 ? c.window : c.warmup;
+  const std::size_t level = c.level_shift_after == 0 ? std::max<std::size_t>(2, c.window) : c.level_shift_after;
+  std::string text = std::string(to_string(d)) + " (";
+  if (d == spike_detector::ema_zscore)
+    text += "gradient norm, alpha " + number(c.alpha) + ", z " + number(c.z_threshold) + ", warm-up " +
+            std::to_string(std::max<std::size_t>(2, warmup));
+  else {
+    text += "window " + std::to_string(c.window) + ", warm-up " +
+            std::to_string(d == spike_detector::zscore || d == spike_detector::mad_zscore
+                               ? std::max<std::size_t>(2, warmup) : warmup);
+    if (d == spike_detector::mean_ratio || d == spike_detector::median_ratio)
+      text += ", threshold " + number(c.threshold) + "x the " + (d == spike_detector::mean_ratio ? "mean" : "median");
+    else text += ", k " + number(c.sigma_factor);
+  }
+  text += ", level shift after ";
+  text += level == std::numeric_limits<std::size_t>::max() ? std::string("never") : std::to_string(level) + " spikes";
+  if (c.min_ratio > 0) text += ", min ratio " + number(c.min_ratio);
+  if (c.min_excess > 0) text += ", min excess " + number(c.min_excess);
+  constexpr std::string_view modes[] = {"dampen", "skip", "report"};
+  text += ", ";
+  text += modes[static_cast<std::size_t>(c.mode) % 3];
+  return text + ")";
+}
 
 struct replay_summary {
   long long rows = 0, train_steps = 0, validation_points = 0;
@@ -67,6 +191,8 @@ struct replay_summary {
   double stability_score = 1;
   std::vector<double> weights;
   bool monitors_validation = false;
+  std::string spike_detector;           ///< describe(detector, settings), as the summary prints it
+  bool limit_on_grad_norm = false;      ///< the limit is on the gradient norm (ema_zscore): not drawn with the loss
 
   // Non-finite values: a run that ends in NaN must not read as healthy.
   long long validation_non_finite = 0;  ///< validation values that were NaN/Inf
@@ -103,22 +229,16 @@ constexpr int annotated_column(std::string_view name) {
 
 namespace detail {
 
-template <std::size_t N>
+template <class Detector, std::size_t N>
 struct guard_for {
-  using type = Stabilizer<SpikeDampener<double>, EmaSmoother<double>, AdaptiveWeight<N, double>, EarlyStopper<double>,
-                          StabilityMetrics<double>>;
+  using type = Stabilizer<SpikeDampener<double, Detector>, EmaSmoother<double>, AdaptiveWeight<N, double>,
+                          EarlyStopper<double>, StabilityMetrics<double>>;
 };
-template <>
-struct guard_for<0> {
-  using type = Stabilizer<SpikeDampener<double>, EmaSmoother<double>, EarlyStopper<double>, StabilityMetrics<double>>;
+template <class Detector>
+struct guard_for<Detector, 0> {
+  using type =
+      Stabilizer<SpikeDampener<double, Detector>, EmaSmoother<double>, EarlyStopper<double>, StabilityMetrics<double>>;
 };
-
-/// For event lines and the summary: six significant digits, as people read them.
-inline std::string number(double x) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, "%.6g", x);
-  return buffer;
-}
 
 /// For the annotated CSV: the shortest text that reads back to the same double (std::to_chars),
 /// "nan", "inf" or "-inf" for non-finite values, as log_reader reads them.
@@ -137,8 +257,13 @@ inline void track_range(replay_summary& s, double x) {
   else s.positive_min = std::min(s.positive_min, x);
 }
 
-template <std::size_t N>
+template <class Detector, std::size_t N>
 replay_summary run(log_reader& reader, const replay_options& o, std::ostream& events, std::ostream* annotated) {
+  constexpr bool on_grad_norm = Detector::watches_grad_norm;
+  if (on_grad_norm && reader.grad_norm_column().empty())
+    throw log_error(reader.file(), 1, "--spike-detector " + std::string(Detector::name) +
+                                          " watches the gradient norm; the log has no gradient norm column "
+                                          "(name it with --grad-norm-column)");
   const bool monitor_validation =
       o.monitor == replay_options::monitor_choice::validation ||
       (o.monitor == replay_options::monitor_choice::automatic && !reader.validation_column().empty());
@@ -147,10 +272,9 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
   const EarlyStopper<double> stopper({.patience = o.patience, .min_delta = o.min_delta, .mode = o.mode});
   const EarlyStopper<double> inactive({.patience = std::numeric_limits<int>::max(), .min_delta = o.min_delta,
                                        .mode = o.mode, .stop_on_non_finite = false});
-  const SpikeDampener<double> dampener({.window = o.spike_window, .threshold = o.spike_threshold, .mode = o.spikes,
-                                           .level_shift_after = o.level_shift_after});
+  const SpikeDampener<double, Detector> dampener(o.spikes);
   const EmaSmoother<double> smoother({.factor = o.smoothing});
-  using guard_type = typename guard_for<N>::type;
+  using guard_type = typename guard_for<Detector, N>::type;
   guard_type guard = [&] {
     if constexpr (N == 0) return guard_type(dampener, smoother, monitor_validation ? inactive : stopper, {});
     else
@@ -159,8 +283,9 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
   }();
   Stabilizer<EmaSmoother<double>, EarlyStopper<double>> validation_guard(smoother, stopper);
   // The Stabilizer reports a spike's scale, not the detector's limit: a second dampener with the
-  // same settings, fed the same steps, gives the limit of every step (the two are checked to agree).
-  SpikeDampener<double> limit_probe(dampener.settings());
+  // same detector and settings, fed the same steps, gives the limit of every step (the two are
+  // checked to agree).
+  SpikeDampener<double, Detector> limit_probe(dampener.settings());
 
   const std::string loss_name = reader.loss_column(), validation_name = reader.validation_column();
   const std::string monitored = monitor_validation ? validation_name : "smoothed " + loss_name;
@@ -172,6 +297,8 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
 
   replay_summary s;
   s.monitors_validation = monitor_validation;
+  s.spike_detector = describe(o.detector, dampener.settings());
+  s.limit_on_grad_norm = on_grad_norm;
   s.weights.assign(N, 1.0);
   std::array<double, N> printed_weights;
   printed_weights.fill(1.0);
@@ -189,6 +316,11 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
     std::optional<spike_decision<double>> probe;
     if (row.loss) {
       ++s.train_steps;
+      // An empty cell is not a norm of 0: fed to a gradient-norm detector it would drag its mean down.
+      if (on_grad_norm && !row.grad_norm)
+        throw log_error(reader.file(), row.line, "column '" + reader.grad_norm_column() +
+                                                     "' is empty on a row with a training loss (--spike-detector " +
+                                                     std::string(Detector::name) + " needs it on every one)");
       const double grad_norm = row.grad_norm.value_or(0.0);
       if constexpr (N == 0) {
         report = guard.update(*row.loss, grad_norm);
@@ -217,16 +349,22 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
       } else if (r.is_spike) {
         ++s.spikes;
         if (!o.quiet) {
-          events << "spike       " << where << ": " << loss_name << " " << number(*row.loss);
-          if (o.spikes == spike_mode::dampen && r.scale > 0)
-            events << " > limit " << number(r.scale * *row.loss) << ", scale " << number(r.scale) << "\n";
+          events << "spike       " << where << ": ";
+          if constexpr (on_grad_norm)
+            events << "gradient norm " << number(grad_norm) << " > limit " << number(probe->limit);
+          else events << loss_name << " " << number(*row.loss);
+          if (o.spikes.mode == spike_mode::dampen && r.scale > 0)
+            events << (on_grad_norm ? std::string() : " > limit " + number(probe->limit)) << ", scale "
+                   << number(r.scale) << "\n";
           else if (r.skipped) events << ", step skipped (scale 0)\n";
           else events << ", reported (scale 1)\n";
         }
       } else if (r.level_shift) {
         ++s.level_shifts;
         if (!o.quiet)
-          events << "level shift " << where << ": " << loss_name << " " << number(*row.loss) << " after "
+          events << "level shift " << where << ": "
+                 << (on_grad_norm ? "gradient norm " + number(grad_norm) : loss_name + " " + number(*row.loss))
+                 << " after "
                  << dampener.settings().level_shift_after - 1 << " spikes in a row: the new reference level\n";
       }
       if (!r.non_finite) {
@@ -238,7 +376,7 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
         s.stability_score = r.stability_score;
         track_range(s, *row.loss);
         track_range(s, r.smoothed);
-        if (!probe->warming_up && probe->limit > 0) track_range(s, probe->limit);
+        if (!on_grad_norm && !probe->warming_up && probe->limit > 0) track_range(s, probe->limit);
       }
       if (r.skipped) ++s.skipped;
       if (r.is_spike && r.skipped) ++s.skipped_spikes;
@@ -341,6 +479,7 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
          << (reader.step_column().empty() ? std::string(", steps counted") : ", step '" + reader.step_column() + "'");
   for (std::size_t i = 0; i < N; ++i) events << (i ? ", '" : ", terms '") << reader.term_column(i) << "'";
   events << "\n";
+  events << "  spike detector: " << s.spike_detector << "\n";
   events << "  spikes: " << s.spikes << " (" << s.dampened << " dampened, mean scale " << number(s.mean_dampened_scale)
          << "), skipped steps: " << s.skipped << " (" << s.non_finite << " non-finite)";
   if (s.validation_non_finite > 0) events << ", non-finite validation values: " << s.validation_non_finite;
@@ -383,18 +522,21 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
 
 }  // namespace detail
 
-/// Replays `reader`'s rows; at most 4 term columns (AdaptiveWeight<N> is sized at compile time).
+/// Replays `reader`'s rows with `options.detector`; at most 4 term columns (AdaptiveWeight<N> is
+/// sized at compile time).
 inline replay_summary run_replay(log_reader& reader, const replay_options& options, std::ostream& events,
                                  std::ostream* annotated = nullptr) {
-  switch (reader.term_count()) {
-    case 0: return detail::run<0>(reader, options, events, annotated);
-    case 1: return detail::run<1>(reader, options, events, annotated);
-    case 2: return detail::run<2>(reader, options, events, annotated);
-    case 3: return detail::run<3>(reader, options, events, annotated);
-    case 4: return detail::run<4>(reader, options, events, annotated);
-    default:
-      throw log_error(reader.file(), 1, "at most 4 term columns, got " + std::to_string(reader.term_count()));
-  }
+  return with_detector(options.detector, [&]<class D>(std::type_identity<D>) {
+    switch (reader.term_count()) {
+      case 0: return detail::run<D, 0>(reader, options, events, annotated);
+      case 1: return detail::run<D, 1>(reader, options, events, annotated);
+      case 2: return detail::run<D, 2>(reader, options, events, annotated);
+      case 3: return detail::run<D, 3>(reader, options, events, annotated);
+      case 4: return detail::run<D, 4>(reader, options, events, annotated);
+      default:
+        throw log_error(reader.file(), 1, "at most 4 term columns, got " + std::to_string(reader.term_count()));
+    }
+  });
 }
 
 enum class plot_scale { automatic, linear, log };
@@ -484,7 +626,7 @@ inline void write_plot_script(std::ostream& gp, const plot_request& p, const rep
     add(column("loss"), "with lines lc rgb '#b0b0b0'", "loss");
     // A non-finite step leaves the smoothed value where it was; drawn on, it would look healthy.
     add(column("non_finite") + " == 1 ? 1/0 : " + column("smoothed"), "with lines lw 2 lc rgb '#1f5fa8'", "smoothed");
-    add(column("limit"), "with lines dt 3 lc rgb '#e67e22'", "spike limit");
+    if (!s.limit_on_grad_norm) add(column("limit"), "with lines dt 3 lc rgb '#e67e22'", "spike limit");
   }
   if (s.validation_points > s.validation_non_finite)
     add(column("validation_loss"), "with linespoints pt 6 ps 0.6 lc rgb '#27ae60'", "validation");

@@ -11,7 +11,7 @@ import tempfile
 
 # (label, configuration, flags)
 VARIANTS = [
-    ("stable (DESIGN.md §4)", "stable", []),
+    ("stable (the original values)", "stable", []),
     ("stable, `--spike-mode skip`", "stable", ["--spike-mode", "skip"]),
     ("stable, `--spike-mode skip --huber-delta 0.1`", "stable", ["--spike-mode", "skip", "--huber-delta", "0.1"]),
     ("stable, `--spike-mode skip --huber-delta 0.2`", "stable", ["--spike-mode", "skip", "--huber-delta", "0.2"]),

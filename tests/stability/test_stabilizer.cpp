@@ -131,9 +131,10 @@ TEST_CASE("Presets hold DESIGN.md's table", "[stability][presets]") {
   CHECK(guard.get<sl::EmaSmoother<double>>().settings().factor == 0.1);
   // The calibrated detector (docs/spike-calibration.md).
   const auto& spikes = guard.get<sl::SpikeDampener<double, sl::detect::mad_zscore>>().settings();
-  CHECK(spikes.window == 50);
+  CHECK(spikes.window == 25);
   CHECK(spikes.warmup == 10);
-  CHECK(spikes.sigma_factor == 10.0);
+  CHECK(spikes.sigma_factor == 15.0);
+  CHECK(spikes.min_ratio == 1.5);
   CHECK(spikes.level_shift_after == 10);
   CHECK(spikes.mode == sl::spike_mode::dampen);
   CHECK(guard.get<sl::EarlyStopper<double>>().settings().patience == 25);

@@ -2,11 +2,13 @@
 // (false alarms) and on streams with known bad batches (detections), then picks the default by a
 // rule fixed before the measurements. See docs/spike-calibration.md for the results and the command.
 //
-//   calibrate_spikes [--quick] [--seeds N] [--steps N] [--study FAMILY=steps.csv]... [--log NAME=FILE.csv]...
-//                    [--out DIR] [--check]
+//   calibrate_spikes [--quick] [--seeds N] [--steps N] [--tune-study FAMILY=steps.csv]...
+//                    [--study FAMILY=steps.csv]... [--log NAME=FILE.csv]... [--out DIR] [--check]
 //
-// --study p=0.05=DIR/steps.csv reads examples/tts_stability's baseline runs (corrupted batches
-// marked); --log reads a `step,loss` training log (every step clean). --check exits 1 when the
+// The choice is made on tuning streams and reported on others: synthetic seeds 100.. tune,
+// seeds 0.. report; --tune-study and --study read examples/tts_stability's baseline runs
+// (corrupted batches marked; run with other seeds for each, --first-seed); a --log (a `step,loss`
+// training log, every step clean) tunes on its first half and reports on its second. --check exits 1 when the
 // stable preset's detector misses a goal on these streams (false alarms <= 1% on every clean
 // stream; >= 95% of the study's corrupted batches; >= 99% of 10x-or-larger single spikes).
 
@@ -30,14 +32,18 @@ namespace cal = steadyloss::calibration;
 
 namespace {
 
-// The selection rule, written before the measurements:
+// The selection rule, applied to the tuning streams only:
 //  1. admissible: false alarms <= 1% of the clean steps of every stream family (synthetic clean
-//     streams, the clean steps of the injected and study streams, real logs);
+//     streams, the clean steps of the injected and study streams, real logs) and >= 99% of the
+//     10x-or-larger single spikes caught (the goals that hold on every stream);
 //  2. among those, the highest detection of the study's corrupted batches (the lower of its
-//     families), then of 10x single spikes, then the lower worst false-alarm rate, then the
-//     cheaper detector (mean_ratio, zscore, median_ratio, mad_zscore, ema_zscore in that order) and the
-//     smaller window.
+//     families), then the lower worst false-alarm rate, then the cheaper detector (mean_ratio,
+//     zscore, median_ratio, mad_zscore, ema_zscore in that order), the smaller window, the
+//     shorter warm-up and the weaker guard.
+// (Its first version ranked the 10x spikes after the study instead of requiring them: it picked a
+// setting that missed that goal on its own tuning streams. docs/spike-calibration.md shows both.)
 constexpr double max_false_alarms = 0.01;
+constexpr double min_single10_detection = 0.99;
 
 struct family_scores {
   std::map<std::string, cal::tally> by_family;
@@ -49,15 +55,15 @@ struct family_scores {
 
 struct options {
   std::size_t seeds = 5, steps = 2000;
-  std::vector<std::pair<std::string, std::string>> studies, logs;
+  std::vector<std::pair<std::string, std::string>> tune_studies, studies, logs;
   std::string out = "spike_calibration";
   bool check = false;
 };
 
 [[noreturn]] void usage(const std::string& problem) {
   std::cerr << "calibrate_spikes: " << problem << "\n"
-            << "usage: calibrate_spikes [--quick] [--seeds N] [--steps N] [--study FAMILY=steps.csv]...\n"
-               "                        [--log NAME=FILE.csv]... [--out DIR] [--check]\n";
+            << "usage: calibrate_spikes [--quick] [--seeds N] [--steps N] [--tune-study FAMILY=steps.csv]...\n"
+               "                        [--study FAMILY=steps.csv]... [--log NAME=FILE.csv]... [--out DIR] [--check]\n";
   std::exit(2);
 }
 
@@ -107,14 +113,18 @@ family_scores score_all(const cal::detector_setting& setting, const std::vector<
   return f;
 }
 
+bool admissible(const family_scores& f) {
+  return f.worst_false_alarms <= max_false_alarms && f.single10_detection >= min_single10_detection;
+}
+
 bool better(const cal::detector_setting& a, const family_scores& fa, const cal::detector_setting& b,
             const family_scores& fb) {
   if (fa.study_detection != fb.study_detection) return fa.study_detection > fb.study_detection;
-  if (fa.single10_detection != fb.single10_detection) return fa.single10_detection > fb.single10_detection;
   if (fa.worst_false_alarms != fb.worst_false_alarms) return fa.worst_false_alarms < fb.worst_false_alarms;
   if (detector_cost(a.detector) != detector_cost(b.detector)) return detector_cost(a.detector) < detector_cost(b.detector);
   if (a.window != b.window) return a.window < b.window;
-  return a.warmup < b.warmup;
+  if (a.warmup != b.warmup) return a.warmup < b.warmup;
+  return a.min_ratio < b.min_ratio;
 }
 
 std::string percent(double x) {
@@ -142,6 +152,7 @@ int main(int argc, char** argv) {
     else if (arg == "--seeds") o.seeds = std::stoul(value());
     else if (arg == "--steps") o.steps = std::stoul(value());
     else if (arg == "--study") o.studies.push_back(pair(value()));
+    else if (arg == "--tune-study") o.tune_studies.push_back(pair(value()));
     else if (arg == "--log") o.logs.push_back(pair(value()));
     else if (arg == "--out") o.out = value();
     else if (arg == "--check") o.check = true;
@@ -160,32 +171,50 @@ int main(int argc, char** argv) {
       {"single 3x", 3, 1}, {"single 5x", 5, 1}, {"single 10x", 10, 1}, {"single 30x", 30, 1},
       {"single 100x", 100, 1}, {"burst 3 x 10x", 10, 3, 0.01, 30}, {"NaN", nan, 1, 0.01}};
 
-  std::vector<cal::loss_stream> streams;
-  for (std::size_t seed = 0; seed < o.seeds; ++seed)
-    for (std::size_t n = 0; n < noises.size(); ++n) {
-      const auto clean = cal::clean_stream(noises[n], o.steps, 1000 * seed + n);
-      streams.push_back(clean);
-      if (n == 1) streams.push_back(cal::level_shift(clean, o.steps / 2, 4.0));
-      if (n == 0) streams.push_back(cal::rounded(clean, 2));
-      for (std::size_t k = 0; k < injections.size(); ++k)
-        streams.push_back(cal::inject(clean, injections[k], 7919 * seed + 31 * n + k));
+  const auto make_streams = [&](std::size_t first_seed, const auto& studies, bool first_half) {
+    std::vector<cal::loss_stream> streams;
+    for (std::size_t seed = first_seed; seed < first_seed + o.seeds; ++seed) {
+      for (std::size_t n = 0; n < noises.size(); ++n) {
+        const auto clean = cal::clean_stream(noises[n], o.steps, 1000 * seed + n);
+        streams.push_back(clean);
+        if (n == 1) streams.push_back(cal::level_shift(clean, o.steps / 2, 4.0));
+        if (n == 0) streams.push_back(cal::rounded(clean, 2));
+        for (std::size_t k = 0; k < injections.size(); ++k)
+          streams.push_back(cal::inject(clean, injections[k], 7919 * seed + 31 * n + k));
+      }
+      // A converged classifier's per-batch losses (log-normal 1: 1 batch in 8 is above 2x the
+      // mean). Clean only: a 10x batch there is one of its ordinary batches, not a detectable event.
+      streams.push_back(cal::clean_stream({cal::noise_shape::lognormal, 1.0}, o.steps, 1000 * seed + 98));
+      for (double width : {0.002, 0.005})  // finer than bfloat16's steps (0.4% to 0.8%)
+        streams.push_back(cal::in_bfloat16(cal::clean_stream({cal::noise_shape::lognormal, width}, o.steps, 1000 * seed + 99)));
     }
-  for (const auto& [family, path] : o.studies)
-    for (auto& s : cal::read_study(path, "study " + family)) streams.push_back(std::move(s));
-  for (const auto& [name, path] : o.logs) streams.push_back(cal::read_log(path, "log " + name));
+    for (const auto& [family, path] : studies)
+      for (auto& s : cal::read_study(path, "study " + family)) streams.push_back(std::move(s));
+    for (const auto& [name, path] : o.logs) {
+      auto [first, second] = cal::halves(cal::read_log(path, "log " + name));
+      streams.push_back(first_half ? std::move(first) : std::move(second));
+    }
+    return streams;
+  };
+  const auto tuning = make_streams(100, o.tune_studies, true);
+  const auto reporting = make_streams(0, o.studies, false);
 
   const auto settings = grid();
-  std::vector<family_scores> scores;
+  std::vector<family_scores> tuned, scores;  // on the tuning and on the reporting streams
+  tuned.reserve(settings.size());
   scores.reserve(settings.size());
-  for (const auto& s : settings) scores.push_back(score_all(s, streams));
+  for (const auto& s : settings) {
+    tuned.push_back(score_all(s, tuning));
+    scores.push_back(score_all(s, reporting));
+  }
 
-  // The rule's pick overall and per detector (-1: no setting of it is admissible).
+  // The rule's pick overall and per detector, on the tuning streams (-1: none is admissible).
   const auto pick = [&](const std::string& detector) {
     std::ptrdiff_t best = -1;
     for (std::size_t i = 0; i < settings.size(); ++i) {
-      if (scores[i].worst_false_alarms > max_false_alarms) continue;
+      if (!admissible(tuned[i])) continue;
       if (!detector.empty() && settings[i].detector != detector) continue;
-      if (best < 0 || better(settings[i], scores[i], settings[std::size_t(best)], scores[std::size_t(best)]))
+      if (best < 0 || better(settings[i], tuned[i], settings[std::size_t(best)], tuned[std::size_t(best)]))
         best = std::ptrdiff_t(i);
     }
     return best;
@@ -218,12 +247,14 @@ int main(int argc, char** argv) {
   const std::filesystem::path dir(o.out);
   {  // every setting, every family
     std::ofstream csv(dir / "calibration.csv");
-    csv << "detector,window,warmup,threshold,min_ratio,worst_false_alarms,worst_family,study_detection,single10_detection";
+    csv << "detector,window,warmup,threshold,min_ratio,tuning_worst_false_alarms,tuning_study_detection,"
+           "tuning_single10_detection,worst_false_alarms,worst_family,study_detection,single10_detection";
     for (const auto& f : families) csv << ",fa " << f << ",det " << f;
     csv << "\n";
     for (std::size_t i = 0; i < settings.size(); ++i) {
       const auto& s = settings[i];
       csv << s.detector << "," << s.window << "," << s.warmup << "," << s.threshold << "," << s.min_ratio << ","
+          << tuned[i].worst_false_alarms << "," << tuned[i].study_detection << "," << tuned[i].single10_detection << ","
           << scores[i].worst_false_alarms << "," << scores[i].worst_family << "," << scores[i].study_detection << ","
           << scores[i].single10_detection;
       for (const auto& f : families) {
@@ -256,10 +287,13 @@ int main(int argc, char** argv) {
   }
   {
     std::ofstream md(dir / "calibration.md");
-    md << "Streams: " << o.seeds << " seeds x " << o.steps << " steps of each synthetic family";
+    md << "Chosen on the tuning streams (synthetic seeds 100 to " << 99 + o.seeds;
+    for (const auto& [family, path] : o.tune_studies) md << "; study " << family << " from " << path;
+    if (!o.logs.empty()) md << "; the first half of each log";
+    md << "); every number below is on the reporting streams (synthetic seeds 0 to " << o.seeds - 1;
     for (const auto& [family, path] : o.studies) md << "; study " << family << " from " << path;
-    for (const auto& [name, path] : o.logs) md << "; log " << name << " from " << path;
-    md << ". " << settings.size() << " settings.\n\n"
+    for (const auto& [name, path] : o.logs) md << "; the second half of log " << name << " from " << path;
+    md << "). " << o.steps << " steps per synthetic stream, " << settings.size() << " settings.\n\n"
        << "| detector | setting | worst false alarms (family) | study detection (lowest) | 10x+ singles |";
     for (const auto& f : families)
       if (scores.front().by_family.at(f).bad) md << " " << f << " |";
@@ -281,7 +315,7 @@ int main(int argc, char** argv) {
     row("the stable preset's", preset);
     for (const auto& [d, at] : detector_picks) {
       if (at >= 0) row(at == chosen ? d + " (chosen)" : d, std::size_t(at));
-      else md << "| " << d << " | none with false alarms <= 1% | | | |\n";
+      else md << "| " << d << " | none meets the goals on the tuning streams | | | |\n";
     }
   }
   {
@@ -311,11 +345,11 @@ int main(int argc, char** argv) {
 
   std::ifstream table(dir / "calibration.md");
   std::cout << table.rdbuf();
-  if (chosen < 0) std::cout << "\nno setting keeps false alarms <= 1% on every clean stream\n";
+  if (chosen < 0) std::cout << "\nno setting meets the goals on the tuning streams\n";
   else std::cout << "\nthe rule's pick on these streams: " << settings[std::size_t(chosen)].label() << "\n";
   // The goals, checked on what users get: the stable preset's detector.
   const auto& p = scores[preset];
-  bool ok = p.worst_false_alarms <= max_false_alarms && p.single10_detection >= 0.99;
+  bool ok = admissible(p);
   if (!o.studies.empty()) ok = ok && p.study_detection >= 0.95;
   std::cout << "the stable preset's detector (" << settings[preset].label() << "): "
             << (ok ? "goals met" : "goals NOT met") << "\n";

@@ -24,6 +24,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <steadyloss/stability/spike_dampener.hpp>
@@ -134,6 +135,30 @@ inline loss_stream rounded(const loss_stream& clean, int digits) {
     x = std::round(x / unit) * unit;
   }
   return s;
+}
+
+/// The same stream stored in bfloat16 (8 significant bits, as a loss logged from a bf16 tensor):
+/// consecutive values are often equal, so a spread estimate can be 0.
+inline loss_stream in_bfloat16(const loss_stream& clean) {
+  loss_stream s = clean;
+  s.family = clean.family + " in bfloat16";
+  for (double& x : s.loss) {
+    int exponent = 0;
+    const double mantissa = std::frexp(x, &exponent);  // in [0.5, 1): 8 bits keep steps of 2^-8
+    x = std::ldexp(std::round(mantissa * 256.0) / 256.0, exponent);
+  }
+  return s;
+}
+
+/// The first and second halves of a stream (a real log tunes on one half, reports on the other).
+inline std::pair<loss_stream, loss_stream> halves(const loss_stream& s) {
+  const std::size_t mid = s.loss.size() / 2;
+  const auto part = [&](std::size_t begin, std::size_t end) {
+    loss_stream h{s.family, {s.loss.begin() + begin, s.loss.begin() + end}, {s.bad.begin() + begin, s.bad.begin() + end}, {}};
+    if (!s.level.empty()) h.level.assign(s.level.begin() + begin, s.level.begin() + end);
+    return h;
+  };
+  return {part(0, mid), part(mid, s.loss.size())};
 }
 
 namespace detail {

@@ -364,7 +364,7 @@ TEST_CASE("EarlyStopper state: every deciding setting is saved and must match", 
   // The precision decides ties, so a float stopper's state does not load into a double one.
   sl::EarlyStopper<float> as_float({.patience = 3, .min_delta = 0.1, .baseline = 2.0, .stopping_threshold = 0.01,
                                     .divergence_threshold = 100.0, .start_from = 1});
-  check_rejected(text, "saved with value_digits = 53", as_float);
+  check_rejected(text, "saved with value_digits = 53 (double), this one has 24 (float)", as_float);
 }
 
 TEST_CASE("EarlyStopper state: out-of-range and inconsistent fields are rejected by name",
@@ -404,6 +404,34 @@ TEST_CASE("EarlyStopper state: out-of-range and inconsistent fields are rejected
   const std::string stopped_by_patience =
       with_field(with_field(with_field(good, "stopped", "1"), "reason", "4"), "stop_step", "3");
   check_rejected(stopped_by_patience, "EarlyStopper wait = ", target);
+  // With cumulative_delta on and baseline_gates_wait off an improvement resets the wait, so
+  // wait counts the steps since best_step at most.
+  {
+    S improving(c);
+    for (double x : {9.0, 5.0, 4.0, 4.5, 3.0}) improving.update(x);  // step 5, best 3 at step 4, wait 0
+    const std::string last = sl::save_state(improving);
+    check_rejected(with_field(last, "wait", "1"), "EarlyStopper wait = 1 must be 0 when improved = 1", target);
+    // step 4, best_step 2: at most 1 step since best_step
+    check_rejected(with_field(good, "wait", "2"), "EarlyStopper wait = 2 must be at most step - 1 - best_step (1)",
+                   target);
+  }
+  // In the other modes a best step need not reset the wait: those states stay valid.
+  {
+    S ignite({.patience = 5, .min_delta = 0.05, .cumulative_delta = false});
+    ignite.update(1.0);
+    REQUIRE(ignite.update(0.99).improved);  // best, without improving by min_delta
+    REQUIRE(ignite.wait() == 1);
+    S resumed({.patience = 5, .min_delta = 0.05, .cumulative_delta = false});
+    sl::restore_state(resumed, sl::save_state(ignite));
+    CHECK(sl::save_state(resumed) == sl::save_state(ignite));
+    const S::config keras_config{.patience = 5, .min_delta = 0.0, .baseline = 0.5, .baseline_gates_wait = true};
+    S keras(keras_config);
+    for (double x : {1.0, 0.9}) keras.update(x);  // better, but not better than the baseline: counted
+    REQUIRE(keras.wait() == 2);
+    S resumed_keras(keras_config);
+    sl::restore_state(resumed_keras, sl::save_state(keras));
+    CHECK(sl::save_state(resumed_keras) == sl::save_state(keras));
+  }
   // best must be a value of the stopper's type.
   sl::EarlyStopper<float> f({.patience = 3});
   f.update(1.0f);

@@ -328,6 +328,13 @@ TEST_CASE("SpikeDampener rejects bad parameters", "[stability][spike][errors]") 
   CHECK_THROWS_AS(sl::SpikeDampener<double>({.min_excess = std::numeric_limits<double>::quiet_NaN()}),
                   sl::invalid_parameter);
   CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::mad_zscore>({.sigma_factor = -2.0})), sl::invalid_parameter);
+  // A standard deviation or a MAD needs two values: with window 1 they would never decide.
+  CHECK_THROWS_WITH((sl::SpikeDampener<double, sl::detect::zscore>({.window = 1})),
+                    "SpikeDampener: zscore needs window >= 2 (a spread needs two values), got 1");
+  CHECK_THROWS_WITH((sl::SpikeDampener<double, sl::detect::mad_zscore>({.window = 1})),
+                    "SpikeDampener: mad_zscore needs window >= 2 (a spread needs two values), got 1");
+  CHECK_NOTHROW(sl::SpikeDampener<double, sl::detect::zscore>({.window = 2}));
+  CHECK_NOTHROW(sl::SpikeDampener<double, sl::detect::mean_ratio>({.window = 1}));
   CHECK_THROWS_WITH(sl::SpikeDampener<double>({.level_shift_after = 1}),
                     Catch::Contains("level_shift_after must be 0 (= window) or >= 2, got 1"));
 }

@@ -129,6 +129,7 @@ TEST_CASE("Corrupted, truncated, wrong-version or mismatched states are rejected
   REQUIRE(old_version.rfind("steadyloss-state 3\n", 0) == 0);
   old_version.replace(0, 18, "steadyloss-state 2");  // the format before every setting was saved
   rejects(reseal(old_version), "unsupported version '2'");
+  rejects(reseal(old_version), "resume with the steadyloss version that wrote it, or start a new state");
   std::string bad_number = good;
   const auto at = bad_number.find("sum 0x");
   bad_number.replace(at + 4, 2, "zz");
@@ -167,4 +168,51 @@ TEST_CASE("Single policies save and restore too", "[stability][state]") {
   sl::EarlyStopper<float> wrong({.patience = 4});
   CHECK_THROWS_AS(sl::restore_state(wrong, text), sl::invalid_input);
   CHECK(wrong.wait() == 0);
+}
+
+namespace {
+// Saved and restored at every step: each state loads, the chain of restored copies reports and
+// saves exactly what a never-restored twin does. `feed(policy, x)` observes one value.
+template <class Policy, class Feed>
+void check_every_step_resumes(Policy reference, Feed feed, double (*stream)(int), int steps) {
+  Policy chained = reference;
+  for (int i = 0; i < steps; ++i) {
+    const std::string text = sl::save_state(chained);
+    Policy resumed = reference;
+    try {
+      sl::restore_state(resumed, text);
+    } catch (const sl::invalid_input& e) {
+      FAIL("step " << i << ": " << e.what() << "\n" << text);
+    }
+    REQUIRE(sl::save_state(resumed) == text);
+    chained = resumed;
+    const double x = stream(i);
+    feed(reference, x);
+    feed(chained, x);
+    REQUIRE(sl::save_state(chained) == sl::save_state(reference));
+  }
+}
+// Falls from 100 to 1e-3 by a factor 5 a step, again every 40 steps: the window's running mean
+// keeps the rounding of 100 after 100 has left it. Rising: the same backwards.
+double falling(int i) { return 100.0 * std::pow(0.2, i % 40) + 1e-3; }
+double rising(int i) { return 100.0 * std::pow(0.2, 39 - i % 40) + 1e-3; }
+double wide(int i) { return (i % 7 == 0 ? 1e6 : 1.0) * (1.0 + 0.37 * std::sin(i)) + (i % 40 < 3 ? 1e9 : 0.0); }
+}  // namespace
+
+TEST_CASE("Every state a windowed sum writes loads, even after large values left the window",
+          "[stability][state][window]") {
+  for (auto stream : {&falling, &rising, &wide}) {
+    for (std::size_t window : {2u, 10u, 16u, 50u}) {
+      INFO("window " << window);
+      check_every_step_resumes(
+          sl::StabilityMetrics<double>({.window = window}), [](auto& m, double x) { m.update(x, 1.0); }, stream,
+          3000);
+      auto dampen = [](auto& d, double x) { d.update(x, 1.0); };
+      check_every_step_resumes(sl::SpikeDampener<double, sl::detect::mean_ratio>({.window = window}), dampen, stream,
+                               3000);
+      check_every_step_resumes(
+          sl::SpikeDampener<double, sl::detect::zscore>({.window = window, .sigma_factor = 3.0}), dampen, stream,
+          3000);
+    }
+  }
 }

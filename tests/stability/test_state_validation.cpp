@@ -82,7 +82,7 @@ TEST_CASE("A state from a pipeline with any other decision-changing setting is r
       {[&] { auto c = spikes; c.mode = sl::spike_mode::skip; return with_spikes(c); }, "mode = dampen, this one has skip"},
       {[&] { auto c = spikes; c.warmup = 5; return with_spikes(c); }, "SpikeDampener was saved with warmup"},
       {[&] { auto c = spikes; c.level_shift_after = 30; return with_spikes(c); }, "level_shift_after"},
-      {[&] { auto c = spikes; c.min_ratio = 1.5; return with_spikes(c); }, "min_ratio"},
+      {[&] { auto c = spikes; c.min_ratio = 2.5; return with_spikes(c); }, "min_ratio"},
       {[&] { auto c = spikes; c.min_excess = 0.01; return with_spikes(c); }, "min_excess"},
   };
   for (const auto& v : variants) {
@@ -102,6 +102,11 @@ TEST_CASE("A state from a pipeline with any other decision-changing setting is r
   const std::string mad_state = state_after(one_dampener<sl::detect::mad_zscore>(), 40);
   one_dampener<sl::detect::mad_zscore> other_mad_k(sl::SpikeDampener<double, sl::detect::mad_zscore>({.sigma_factor = 3.0}));
   check_rejects(other_mad_k, mad_state, "sigma_factor");
+
+  // Two different doubles never print alike (shortest round-trip digits, not 6 significant).
+  one_dampener<sl::detect::zscore> nearly_k(
+      sl::SpikeDampener<double, sl::detect::zscore>({.sigma_factor = std::nextafter(6.0, 7.0)}));
+  check_rejects(nearly_k, zscore_state, "saved with sigma_factor = 6, this one has 6.000000000000001");
 }
 
 TEST_CASE("Out-of-range fields with a valid checksum are rejected, naming the field", "[stability][state]") {
@@ -109,9 +114,9 @@ TEST_CASE("Out-of-range fields with a valid checksum are rejected, naming the fi
   auto target = sl::presets::stable_stabilizer<double>();
   target.update(2.0, std::vector<double>{1.0, 1.0}, 1.0);
   const std::string big = std::to_string(LLONG_MAX);
-  const std::string nan_then_zeros = [] {  // 50 slots (the calibrated window), the first NaN
-    std::string values = "50 nan";
-    for (int i = 0; i < 49; ++i) values += " 0x0p+0";
+  const std::string nan_then_zeros = [] {  // 25 slots (the calibrated window), the first NaN
+    std::string values = "25 nan";
+    for (int i = 0; i < 24; ++i) values += " 0x0p+0";
     return values;
   }();
   struct edit {
@@ -130,7 +135,7 @@ TEST_CASE("Out-of-range fields with a valid checksum are rejected, naming the fi
       {"skips", "-1", "begin SpikeDampener", "SpikeDampener skips must be in"},
       {"consecutive_skips", "1000", "begin SpikeDampener", "consecutive_skips must be in"},
       {"run_values", nan_then_zeros, "begin SpikeDampener", "run_values value 0 must be finite"},
-      {"count", "51", "begin mad_zscore", "mad_zscore count must be in [0, 50]"},
+      {"count", "26", "begin mad_zscore", "mad_zscore count must be in [0, 25]"},
       {"slots", nan_then_zeros, "begin mad_zscore", "mad_zscore slots value 0 must be finite"},
       {"steps", big, "begin AdaptiveWeight", "AdaptiveWeight steps must be in"},
       {"fast", "2 inf 0x1p+0", "begin AdaptiveWeight", "AdaptiveWeight fast value 0 must be finite"},
@@ -156,6 +161,10 @@ TEST_CASE("Out-of-range fields with a valid checksum are rejected, naming the fi
   check_rejects(mean, with_value(mean_state, "count", "11"), "mean_ratio count must be in [0, 10]");
   check_rejects(mean, with_value(mean_state, "m2", "inf"), "mean_ratio m2 must be finite");
   check_rejects(mean, with_value(mean_state, "mean", "0x1p+20"), "mean_ratio mean must be the mean");
+  check_rejects(mean, with_value(mean_state, "mean", "0x1p+20"), "got 1048576");
+  // drift_scale bounds the rounding the running sums carry; it covers every value in the window.
+  check_rejects(mean, with_value(mean_state, "drift_scale", "0x0p+0"), "mean_ratio drift_scale must be");
+  check_rejects(mean, with_value(mean_state, "drift_scale", "inf"), "mean_ratio drift_scale must be");
   // An emptied window must not keep a mean.
   const std::string mean_early = state_after(one_dampener<sl::detect::mean_ratio>(), 5);
   const std::string zero_count = with_value(mean_early, "count", "0");

@@ -55,12 +55,23 @@ struct spike_config {
 namespace detail {
 inline std::size_t effective_warmup(const spike_config& c) { return c.warmup == 0 ? c.window : c.warmup; }
 
+// zscore and mad_zscore: their warm-up is at least 2 values (a spread needs two), so a window of
+// 1 would never be ready and never decide.
+inline void validate_spread_detector(std::string_view detector, const spike_config& c) {
+  if (c.window < 2)
+    fail<invalid_parameter>("SpikeDampener: ", detector, " needs window >= 2 (a spread needs two values), got ",
+                            c.window);
+  if (!(c.sigma_factor > 0.0) || !std::isfinite(c.sigma_factor))
+    fail<invalid_parameter>("SpikeDampener: sigma_factor must be finite and > 0, got ", c.sigma_factor);
+}
+
 inline void save_window(state_writer& out, const windowed_stats& w) {
   out.put_int("count", static_cast<long long>(w.size()));
   out.put_int("next", static_cast<long long>(w.next()));
   out.put_int("replacements", static_cast<long long>(w.replacements()));
   out.put("mean", w.mean());
   out.put("m2", w.m2());
+  out.put("drift_scale", w.drift_scale());
   out.put_doubles("slots", w.slots());
 }
 inline void load_window(state_reader& in, windowed_stats& w) {
@@ -71,31 +82,64 @@ inline void load_window(state_reader& in, windowed_stats& w) {
   const double mean = in.get_finite("mean");
   const double m2 = in.get("m2");
   if (!(m2 >= 0.0) || !std::isfinite(m2)) in.fail_field("m2", "must be finite and >= 0, got ", m2);
+  const double drift_scale = in.get("drift_scale");
   const auto slots = in.get_finite_doubles("slots", w.capacity());
   if (count < cap && next != count) in.fail_field("next", "must equal count (", count, ") until the window is full, got ", next);
   if (count < cap && replacements != 0)
     in.fail_field("replacements", "must be 0 until the window is full, got ", replacements);
-  // mean and m2 are running sums over the window's values; they drift from an exact recompute
-  // by a few ulps of the values' scale, never by more than this loose bound.
   double sum = 0, largest = 0;
   for (long long i = 0; i < count; ++i) {
     sum += slots[static_cast<std::size_t>(i)];
     largest = std::max(largest, std::fabs(slots[static_cast<std::size_t>(i)]));
   }
-  const double exact_mean = count > 0 ? sum / static_cast<double>(count) : 0.0;
+  if (!(drift_scale >= largest) || !std::isfinite(drift_scale))
+    in.fail_field("drift_scale", "must be finite and >= the largest magnitude in the window (", largest, "), got ",
+                  drift_scale);
+  // mean and m2 are running sums. Since the last exact recompute (at most 2 count updates: a
+  // fill, then count - 1 replacements) every value an update touched was at most S =
+  // drift_scale in magnitude, so each update rounds the mean by about one ulp of S and m2 by
+  // about (count + 17) ulps of S^2, and the mean's error e feeds m2 at most 2 e count (S / count)
+  // per update; the recompute in window.hpp and the one here add count ulps each. Summed: the
+  // mean within about (2 count + 6) ulps of S, m2 within about 10 count^2 ulps of S^2. The bounds
+  // below are about twice those: a state this library wrote always passes, an edited mean or m2
+  // (or one scaled to values no longer in the window without drift_scale saying so) does not.
+  const double n = static_cast<double>(count);
+  const double exact_mean = count > 0 ? sum / n : 0.0;
   double exact_m2 = 0;
   for (long long i = 0; i < count; ++i) {
     const double d = slots[static_cast<std::size_t>(i)] - exact_mean;
     exact_m2 += d * d;
   }
-  const double scale = largest + std::fabs(mean);
-  if (!(std::fabs(mean - exact_mean) <= 1e-9 * scale))
-    in.fail_field("mean", "must be the mean of the window's ", count, " values (", exact_mean, "), got ", mean);
-  if (!(std::fabs(m2 - exact_m2) <= 1e-9 * (static_cast<double>(count) * scale * scale + exact_m2 + m2)))
+  // (n + 4) 2^-1070: the same count of roundings where S or S^2 is subnormal (absolute, not
+  // relative, half-ulps of 2^-1074).
+  constexpr double ulp = 0x1p-52;
+  const double subnormal_floor = (n + 4.0) * 0x1p-1070;
+  const double mean_tolerance = 4.0 * (n + 4.0) * ulp * drift_scale + subnormal_floor;
+  const double m2_tolerance = 16.0 * (n + 4.0) * n * ulp * drift_scale * drift_scale + subnormal_floor;
+  if (!(std::fabs(mean - exact_mean) <= mean_tolerance))
+    in.fail_field("mean", "must be the mean of the window's ", count, " values (", exact_mean, ", within ",
+                  mean_tolerance, "), got ", mean);
+  if (!(std::fabs(m2 - exact_m2) <= m2_tolerance))
     in.fail_field("m2", "must be the sum of squared deviations of the window's ", count, " values (", exact_m2,
-                  "), got ", m2);
+                  ", within ", m2_tolerance, "), got ", m2);
   w.set_state(slots, static_cast<std::size_t>(count), static_cast<std::size_t>(next),
-              static_cast<std::size_t>(replacements), mean, m2);
+              static_cast<std::size_t>(replacements), mean, m2, drift_scale);
+}
+
+// median_ratio and mad_zscore: the ring's slots; the heaps are rebuilt from them.
+inline void save_median_window(state_writer& out, const window_median& w) {
+  out.put_int("count", static_cast<long long>(w.size()));
+  out.put_int("next", static_cast<long long>(w.next()));
+  out.put_doubles("slots", w.slots());
+}
+inline void load_median_window(state_reader& in, window_median& w) {
+  const auto cap = static_cast<long long>(w.capacity());
+  const long long count = in.get_count("count", 0, cap);
+  const long long next = in.get_count("next", 0, cap - 1);
+  const auto slots = in.get_finite_doubles("slots", w.capacity());
+  if (count < cap && next != count)
+    in.fail_field("next", "must equal count (", count, ") until the window is full, got ", next);
+  w.set_state(slots, static_cast<std::size_t>(count), static_cast<std::size_t>(next));
 }
 }  // namespace detail
 
@@ -137,20 +181,8 @@ struct median_ratio {
   void accept(double x) { window_.push(x); }
   void on_spike(double) {}
   void clear() { window_.clear(); }
-  void save(state_writer& out) const {
-    out.put_int("count", static_cast<long long>(window_.size()));
-    out.put_int("next", static_cast<long long>(window_.next()));
-    out.put_doubles("slots", window_.slots());
-  }
-  void load(state_reader& in) {
-    const auto cap = static_cast<long long>(window_.capacity());
-    const long long count = in.get_count("count", 0, cap);
-    const long long next = in.get_count("next", 0, cap - 1);
-    const auto slots = in.get_finite_doubles("slots", window_.capacity());
-    if (count < cap && next != count)
-      in.fail_field("next", "must equal count (", count, ") until the window is full, got ", next);
-    window_.set_state(slots, static_cast<std::size_t>(count), static_cast<std::size_t>(next));
-  }
+  void save(state_writer& out) const { detail::save_median_window(out, window_); }
+  void load(state_reader& in) { detail::load_median_window(in, window_); }
 
  private:
   detail::window_median window_;
@@ -161,10 +193,7 @@ struct median_ratio {
 struct zscore {
   static constexpr std::string_view name = "zscore";
   static constexpr bool watches_grad_norm = false;
-  static void validate(const spike_config& c) {
-    if (!(c.sigma_factor > 0.0) || !std::isfinite(c.sigma_factor))
-      detail::fail<invalid_parameter>("SpikeDampener: sigma_factor must be finite and > 0, got ", c.sigma_factor);
-  }
+  static void validate(const spike_config& c) { detail::validate_spread_detector(name, c); }
   explicit zscore(const spike_config& c)
       : stats_(c.window), k_(c.sigma_factor), warmup_(std::max<std::size_t>(2, detail::effective_warmup(c))) {}
   bool ready() const { return stats_.size() >= warmup_; }
@@ -197,7 +226,7 @@ struct zscore {
 struct mad_zscore {
   static constexpr std::string_view name = "mad_zscore";
   static constexpr bool watches_grad_norm = false;
-  static void validate(const spike_config& c) { zscore::validate(c); }
+  static void validate(const spike_config& c) { detail::validate_spread_detector(name, c); }
   explicit mad_zscore(const spike_config& c)
       : window_(c.window), deviations_(c.window), k_(c.sigma_factor),
         warmup_(std::max<std::size_t>(2, detail::effective_warmup(c))) {}
@@ -215,19 +244,11 @@ struct mad_zscore {
   void clear() { window_.clear(); }
   void save(state_writer& out) const {
     out.put("sigma_factor", k_);
-    out.put_int("count", static_cast<long long>(window_.size()));
-    out.put_int("next", static_cast<long long>(window_.next()));
-    out.put_doubles("slots", window_.slots());
+    detail::save_median_window(out, window_);
   }
   void load(state_reader& in) {
     in.expect_config(name, "sigma_factor", k_);
-    const auto cap = static_cast<long long>(window_.capacity());
-    const long long count = in.get_count("count", 0, cap);
-    const long long next = in.get_count("next", 0, cap - 1);
-    const auto slots = in.get_finite_doubles("slots", window_.capacity());
-    if (count < cap && next != count)
-      in.fail_field("next", "must equal count (", count, ") until the window is full, got ", next);
-    window_.set_state(slots, static_cast<std::size_t>(count), static_cast<std::size_t>(next));
+    detail::load_median_window(in, window_);
   }
 
  private:

@@ -201,18 +201,22 @@ class EarlyStopper {
   }
   void load(state_reader& in) {
     in.begin(name);
-    expect_int(in, "value_digits", std::numeric_limits<T>::digits);
+    if (const long long digits = in.get_int("value_digits"); digits != std::numeric_limits<T>::digits)
+      detail::fail<invalid_input>("steadyloss state: EarlyStopper was saved with value_digits = ", digits, " (",
+                                  type_name(digits), "), this one has ", std::numeric_limits<T>::digits, " (",
+                                  type_name(std::numeric_limits<T>::digits),
+                                  "); restore into an EarlyStopper of the same value type");
     in.expect_config(name, "patience", config_.patience);
     in.expect_config(name, "min_delta", config_.min_delta);
     in.expect_choice(name, "mode", static_cast<long long>(config_.mode), {mode_names[0], mode_names[1]});
     in.expect_config(name, "baseline", config_.baseline);
-    expect_int(in, "baseline_gates_wait", config_.baseline_gates_wait);
+    in.expect_int(name, "baseline_gates_wait", config_.baseline_gates_wait);
     in.expect_config(name, "stopping_threshold", config_.stopping_threshold);
     in.expect_config(name, "divergence_threshold", config_.divergence_threshold);
-    expect_int(in, "stop_on_non_finite", config_.stop_on_non_finite);
-    expect_int(in, "start_from", config_.start_from);
-    expect_int(in, "relative_min_delta", config_.relative_min_delta);
-    expect_int(in, "cumulative_delta", config_.cumulative_delta);
+    in.expect_int(name, "stop_on_non_finite", config_.stop_on_non_finite);
+    in.expect_int(name, "start_from", config_.start_from);
+    in.expect_int(name, "relative_min_delta", config_.relative_min_delta);
+    in.expect_int(name, "cumulative_delta", config_.cumulative_delta);
     EarlyStopper s = *this;
     s.step_ = in.get_int("step");
     const double best = in.get("best");
@@ -254,11 +258,10 @@ class EarlyStopper {
       detail::fail<invalid_parameter>("EarlyStopper: ", what, " must be finite in the value type (NaN = not set), got ",
                                       value);
   }
-  static void expect_int(state_reader& in, std::string_view key, long long live) {
-    const long long stored = in.get_int(key);
-    if (stored != live)
-      detail::fail<invalid_input>("steadyloss state: EarlyStopper was saved with ", key, " = ", stored,
-                                  ", this one has ", live, "; restore into an identically configured pipeline");
+  static std::string_view type_name(long long digits) {
+    return digits == std::numeric_limits<float>::digits    ? "float"
+           : digits == std::numeric_limits<double>::digits ? "double"
+                                                           : "an unknown type";
   }
 
   bool min_mode() const { return config_.mode == stop_mode::min; }
@@ -339,6 +342,18 @@ class EarlyStopper {
     if (improved_ != (best_step_ >= 0 && best_step_ == step_ - 1))
       bad("improved", improved_, "must be 1 exactly when best_step is the last step");
     if (wait_ < 0 || wait_ > counted) bad("wait", wait_, "must be in [0, observed steps]");
+    // With cumulative_delta on and baseline_gates_wait off, only an improvement sets best and it
+    // resets the wait, which then grows by at most one a step. (Without cumulative_delta a value
+    // can become best while the wait goes on; with baseline_gates_wait an improvement that misses
+    // the baseline adds one: neither bound holds there.)
+    if (config_.cumulative_delta && !config_.baseline_gates_wait && best_step_ >= 0) {
+      if (improved_ && wait_ != 0)
+        bad("wait", wait_, "must be 0 when improved = 1 (an improvement resets it; cumulative_delta is on)");
+      const long long since_best = step_ - 1 - best_step_;
+      if (wait_ > since_best)
+        in.fail_field("wait", "= ", wait_, " must be at most step - 1 - best_step (", since_best,
+                      "): it restarts from 0 at best_step (cumulative_delta is on)");
+    }
     if (!config_.baseline_gates_wait && wait_ > patience_stop)
       bad("wait", wait_, "must be at most max(patience, 1)");
     if (stopped_ != (reason_ != stop_reason::none)) bad("stopped", stopped_, "must be 1 exactly when reason is set");

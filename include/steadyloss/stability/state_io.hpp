@@ -38,6 +38,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <vector>
 
 #include "../core/errors.hpp"
@@ -86,6 +87,26 @@ inline bool parse_double(std::string_view text, double& value) {
   if (r.ec != std::errc{} || r.ptr != text.data() + text.size()) return false;
   value = negative ? -magnitude : magnitude;
   return true;
+}
+
+// A message's number: integers and strings as they are, a floating-point value as the shortest
+// decimal that reads back as the same value (std::to_chars), so two different values never print
+// alike, as 6 significant digits would ("must be 3852.3, got 3852.3").
+template <class Part>
+decltype(auto) exact_part(const Part& part) {
+  if constexpr (std::is_floating_point_v<Part>) {
+    char buffer[64];
+    const auto r = std::is_same_v<Part, float> ? std::to_chars(buffer, buffer + sizeof buffer, part)
+                                               : std::to_chars(buffer, buffer + sizeof buffer, static_cast<double>(part));
+    return std::string(buffer, r.ptr);
+  } else {
+    return (part);
+  }
+}
+
+template <class Error, class... Parts>
+[[noreturn]] void fail_exact(const Parts&... parts) {
+  fail<Error>(exact_part(parts)...);
 }
 
 }  // namespace detail
@@ -154,7 +175,9 @@ class state_reader {
                                   "')");
     if (header.substr(17) != std::to_string(state_format_version))
       detail::fail<invalid_input>("steadyloss state: unsupported version '", header.substr(17, 32),
-                                  "', this build reads version ", state_format_version);
+                                  "', this build reads version ", state_format_version,
+                                  ": resume with the steadyloss version that wrote it, or start a new state (a new "
+                                  "run, or this run's pipeline without restoring it)");
     const auto last = text.rfind("checksum ");
     if (last == std::string_view::npos || (last != 0 && text[last - 1] != '\n'))
       detail::fail<invalid_input>("steadyloss state: no checksum line (truncated?)");
@@ -188,7 +211,7 @@ class state_reader {
   /// Throws invalid_input naming the current section and the field.
   template <class... Parts>
   [[noreturn]] void fail_field(std::string_view key, const Parts&... parts) const {
-    detail::fail<invalid_input>("steadyloss state: ", section_, " ", key, " ", parts...);
+    detail::fail_exact<invalid_input>("steadyloss state: ", section_, " ", key, " ", parts...);
   }
 
   /// An integer in [lo, hi].
@@ -265,6 +288,13 @@ class state_reader {
   void expect_config(std::string_view section, std::string_view key, double live) {
     const double stored = get(key);
     if (!(stored == live || (std::isnan(stored) && std::isnan(live))))
+      detail::fail_exact<invalid_input>("steadyloss state: ", section, " was saved with ", key, " = ", stored,
+                                        ", this one has ", live, "; restore into an identically configured pipeline");
+  }
+  /// The same for an integer or flag setting.
+  void expect_int(std::string_view section, std::string_view key, long long live) {
+    const long long stored = get_int(key);
+    if (stored != live)
       detail::fail<invalid_input>("steadyloss state: ", section, " was saved with ", key, " = ", stored,
                                   ", this one has ", live, "; restore into an identically configured pipeline");
   }

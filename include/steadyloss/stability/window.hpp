@@ -10,6 +10,10 @@
 //   small relative to the mean^2. The add/remove updates still drift by a few ulps per step over
 //   millions of steps, so every `capacity` replacements the mean and M2 are recomputed exactly
 //   by a two-pass sum over the window: O(capacity) once per capacity steps, O(1) amortized.
+//   drift_scale is the largest magnitude pushed or evicted since the last exact recompute (or
+//   since clear()): the rounding the running mean and M2 carry is a few ulps of it per update,
+//   also after a large value has left the window, so a loaded state is checked against it
+//   (detectors.hpp, load_window), not against the values in the window now.
 // window_median: the same ring plus two indexed binary heaps (a max-heap for the lower half,
 //   a min-heap for the upper half); each slot knows its heap position, so the evicted value is
 //   removed in O(log window) and the median read in O(1). Chosen over two std::multisets
@@ -31,6 +35,7 @@ class windowed_stats {
   void push(double x) {
     const std::size_t capacity = values_.size();
     if (count_ < capacity) {
+      drift_scale_ = std::max(drift_scale_, std::fabs(x));
       values_[next_] = x;
       ++count_;
       const double delta = x - mean_;
@@ -38,6 +43,7 @@ class windowed_stats {
       m2_ += delta * (x - mean_);
     } else {
       const double oldest = values_[next_];
+      drift_scale_ = std::max(drift_scale_, std::max(std::fabs(x), std::fabs(oldest)));
       values_[next_] = x;
       const double old_mean = mean_;
       mean_ += (x - oldest) * inverse_capacity_;
@@ -51,7 +57,7 @@ class windowed_stats {
   /// Empties the window (keeps its storage).
   void clear() {
     count_ = next_ = replacements_ = 0;
-    mean_ = m2_ = 0;
+    mean_ = m2_ = drift_scale_ = 0;
   }
 
   std::size_t size() const { return count_; }
@@ -67,26 +73,33 @@ class windowed_stats {
   std::size_t next() const { return next_; }
   std::size_t replacements() const { return replacements_; }
   double m2() const { return m2_; }
+  /// The largest magnitude pushed or evicted since the last exact recompute (see above).
+  double drift_scale() const { return drift_scale_; }
   void set_state(const std::vector<double>& slots, std::size_t count, std::size_t next,
-                 std::size_t replacements, double mean, double m2) {
+                 std::size_t replacements, double mean, double m2, double drift_scale) {
     std::copy(slots.begin(), slots.end(), values_.begin());
     count_ = count;
     next_ = next;
     replacements_ = replacements;
     mean_ = mean;
     m2_ = m2;
+    drift_scale_ = drift_scale;
   }
 
  private:
   void recompute() {
     replacements_ = 0;
-    double sum = 0;
-    for (double v : values_) sum += v;
+    double sum = 0, largest = 0;
+    for (double v : values_) {
+      sum += v;
+      largest = std::max(largest, std::fabs(v));
+    }
     const double mean = sum * inverse_capacity_;
     double m2 = 0;
     for (double v : values_) m2 += (v - mean) * (v - mean);
     mean_ = mean;
     m2_ = m2;
+    drift_scale_ = largest;
   }
 
   std::vector<double> values_;
@@ -96,6 +109,7 @@ class windowed_stats {
   std::size_t replacements_ = 0;
   double mean_ = 0;
   double m2_ = 0;
+  double drift_scale_ = 0;
 };
 
 class window_median {

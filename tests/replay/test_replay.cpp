@@ -578,13 +578,13 @@ TEST_CASE("replay: the default is the calibrated spike detector with the stable 
   CHECK(o.spikes.min_ratio == preset.min_ratio);
   CHECK(o.spikes.min_excess == preset.min_excess);
   CHECK(o.spikes.mode == preset.mode);
-  // And what the run says it used: docs/spike-calibration.md's choice (robust z-score, window 50,
-  // k 10, deciding after 10 values, a run of 10 spikes a new level).
+  // And what the run says it used: docs/spike-calibration.md's choice (robust z-score, window 25,
+  // k 15, at least 1.5x the median, deciding after 10 values, a run of 10 spikes a new level).
   const auto path = fixture("default_detector.csv", "step,loss\n0,1\n1,0.9\n2,0.8\n");
   const auto r = run_cli({path, "--quiet"});
   CHECK(r.status == 0);
-  CHECK_THAT(r.out, Catch::Contains("  spike detector: mad_zscore (window 50, warm-up 10, k 10, level shift after 10 "
-                                    "spikes, dampen)\n"));
+  CHECK_THAT(r.out, Catch::Contains("  spike detector: mad_zscore (window 25, warm-up 10, k 15, level shift after 10 "
+                                    "spikes, min ratio 1.5, dampen)\n"));
 }
 
 TEST_CASE("replay: --spike-detector mean_ratio --spike-window 4 --spike-threshold 2 is the original rule",

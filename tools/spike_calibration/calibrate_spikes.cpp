@@ -185,8 +185,15 @@ int main(int argc, char** argv) {
       // A converged classifier's per-batch losses (log-normal 1: 1 batch in 8 is above 2x the
       // mean). Clean only: a 10x batch there is one of its ordinary batches, not a detectable event.
       streams.push_back(cal::clean_stream({cal::noise_shape::lognormal, 1.0}, o.steps, 1000 * seed + 98));
-      for (double width : {0.002, 0.005})  // finer than bfloat16's steps (0.4% to 0.8%)
-        streams.push_back(cal::in_bfloat16(cal::clean_stream({cal::noise_shape::lognormal, width}, o.steps, 1000 * seed + 99)));
+      // Finer noise than bfloat16's steps (0.4% to 0.8%), on the decay and on a flat loss near 2.3
+      // (a language model's plateau): the window's values are then often all equal, MAD 0.
+      for (double width : {0.002, 0.005}) {
+        const cal::batch_noise fine{cal::noise_shape::lognormal, width};
+        streams.push_back(cal::in_bfloat16(cal::clean_stream(fine, o.steps, 1000 * seed + 99)));
+        auto flat = cal::in_bfloat16(cal::clean_stream(fine, o.steps, 1000 * seed + 97, {2.3, 2.3, 1.0}));
+        flat.family = "flat " + flat.family;
+        streams.push_back(std::move(flat));
+      }
     }
     for (const auto& [family, path] : studies)
       for (auto& s : cal::read_study(path, "study " + family)) streams.push_back(std::move(s));

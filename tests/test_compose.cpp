@@ -3,6 +3,9 @@
 #include <catch2/catch.hpp>
 
 #include <array>
+#include <cmath>
+#include <limits>
+#include <string>
 #include <type_traits>
 #include <vector>
 
@@ -91,6 +94,24 @@ TEST_CASE("composed loss misuse is rejected with a clear message", "[compose][er
   CHECK_THROWS_WITH(loss.evaluate(sl::inputs(p, y), sl::inputs(p, y), sl::grads(g, g)),
                     Contains("gradients of terms 0 and 1 overlap"));
   CHECK(loss.multipliers() == std::array<float, 2>{1, 1});  // failed setters changed nothing
+}
+
+TEMPLATE_TEST_CASE("one check of base weight x multiplier, one message, for setters and evaluate", "[compose][errors]",
+                   float, double) {
+  // The setters and evaluate's defensive re-check share detail::checked_weight_product.
+  using T = TestType;
+  const T big = std::sqrt(std::numeric_limits<T>::max()) * T(4);
+  CHECK(sl::detail::checked_weight_product("evaluate", 2, T(3), T(0.5)) == T(1.5));
+  CHECK_THROWS_AS(sl::detail::checked_weight_product("evaluate", 2, big, big), sl::invalid_parameter);
+  const std::string expected =
+      sl::detail::message("composed_loss::evaluate: term 2's weight, base weight ", big, " x multiplier ", big,
+                          ", is not finite");
+  CHECK_THROWS_WITH(sl::detail::checked_weight_product("evaluate", 2, big, big), expected);
+  auto loss = sl::compose(sl::term(sl::L1<T>{}, T(1)), sl::term(sl::L1<T>{}, big));
+  const std::array<T, 2> multipliers{T(1), big};
+  CHECK_THROWS_WITH(loss.set_multipliers(multipliers),
+                    sl::detail::message("composed_loss::set_multipliers: term 1's weight, base weight ", big,
+                                        " x multiplier ", big, ", is not finite"));
 }
 
 TEST_CASE("a composed loss checks every term before writing any gradient", "[compose][errors]") {

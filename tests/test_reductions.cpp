@@ -278,13 +278,20 @@ TEMPLATE_TEST_CASE("a normalizer or weight that does not fit in T is rejected, n
   const auto target = reference::uniform<T>(n, T(-1), T(1), 52);
   std::vector<T> grad(n, T(3));
   const sl::Huber<T> term{};
-  // Tiny positive weights: sum(w) = 64 denorm_min, so 1 / sum(w) is far above T's range.
-  const std::vector<T> tiny(n, limits::denorm_min());
-  CHECK_THROWS_AS(sl::evaluate(term, sl::inputs(pred, target, tiny), grad), sl::invalid_input);
-  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, target, tiny), grad), Contains("gradient scale"));
+  // The smallest normal weights: sum(w) = 64 x min, so term weight 1e5 / sum(w) is above T's range,
+  // and a per-element mask multiplies that factor (in T) by each weight.
+  const std::vector<T> tiny(n, limits::min());
+  auto heavy = sl::compose(sl::term(term, T(1e5)));
+  CHECK_THROWS_AS(heavy.evaluate(sl::inputs(pred, target, tiny), sl::grads(grad)), sl::invalid_input);
+  CHECK_THROWS_WITH(heavy.evaluate(sl::inputs(pred, target, tiny), sl::grads(grad)),
+                    Contains("gradient scale, term weight 100000 x largest mask weight") &&
+                        Contains("overflows the term's value_type"));
   for (T g : grad) REQUIRE(g == T(3));
-  // The value alone needs no gradient scale; its normalizer, formed in double, stays finite.
-  CHECK(std::isfinite(sl::value(term, sl::inputs(pred, target, tiny)).value));
+  // The value alone needs no gradient scale; it is the weighted mean, here the plain mean.
+  reference::real want = 0;
+  for (std::size_t i = 0; i < n; ++i) want += reference::huber(pred[i], target[i], 1);
+  CHECK(heavy.evaluate(sl::inputs(pred, target, tiny)).values[0] ==
+        Approx(static_cast<double>(want / n)).epsilon(reference::tolerance<T>()));
 
   // A base weight times a multiplier that overflows T.
   const T big = std::sqrt(limits::max()) * T(4);
@@ -298,6 +305,149 @@ TEMPLATE_TEST_CASE("a normalizer or weight that does not fit in T is rejected, n
   CHECK_THROWS_AS(loss.set_base_weights(large), sl::invalid_parameter);
   CHECK(loss.weights()[0] == big);
   CHECK(std::isfinite(loss.evaluate(sl::inputs(pred, target), sl::grads(grad)).total));
+}
+
+TEMPLATE_TEST_CASE("a subnormal mask weight is rejected, naming the element and the value",
+                   "[reduction][errors]", float, double) {
+  // w x loss is formed in T: with w = denorm_min it underflows to 0 for every loss below 1, and the
+  // masked mean came out 0 instead of sum(w l) / sum(w).
+  using T = TestType;
+  using limits = std::numeric_limits<T>;
+  const std::size_t n = 40;
+  const auto pred = reference::uniform<T>(n, T(-1), T(1), 61);
+  const auto target = reference::uniform<T>(n, T(-1), T(1), 62);
+  std::vector<T> grad(n, T(3));
+  const sl::Huber<T> term{};
+  std::vector<T> mask(n, limits::denorm_min());
+  CHECK_THROWS_AS(sl::value(term, sl::inputs(pred, target, mask)), sl::invalid_input);
+  CHECK_THROWS_WITH(sl::value(term, sl::inputs(pred, target, mask)),
+                    Contains("mask[0] = ") && Contains("is subnormal"));
+  std::fill(mask.begin(), mask.end(), T(1));
+  mask[3] = limits::min() / T(2);
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, target, mask), grad), Contains("mask[3] = ") &&
+                        Contains(sl::detail::message(limits::min() / T(2))) && Contains("subnormal"));
+  const std::vector<T> frames{T(1), limits::denorm_min() * T(8), T(0), T(1)};
+  CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, target, sl::per_frame(frames, 10)), grad),
+                    Contains("mask[1] = ") && Contains("subnormal"));
+  CHECK_THROWS_AS(sl::value(term, sl::inputs(pred, target, sl::per_frame(frames, 10)), sl::Reduction::sum),
+                  sl::invalid_input);
+  for (T g : grad) REQUIRE(g == T(3));
+}
+
+TEMPLATE_TEST_CASE("the smallest normal mask weights give the weighted mean and its gradient", "[reduction]",
+                   float, double) {
+  // The boundary of the rule above: weights of 1, 2 and 3 x the smallest normal T, against a long
+  // double reference. |d| in [1, 3] keeps each w x loss normal.
+  using T = TestType;
+  using limits = std::numeric_limits<T>;
+  const std::size_t n = 60;
+  const auto target = reference::uniform<T>(n, T(-1), T(1), 71);
+  auto pred = reference::uniform<T>(n, T(1), T(3), 72);
+  for (std::size_t i = 0; i < n; i += 2) pred[i] = target[i] - pred[i];
+  for (std::size_t i = 1; i < n; i += 2) pred[i] = target[i] + pred[i];
+  std::vector<T> mask(n), grad(n, T(3));
+  for (std::size_t i = 0; i < n; ++i) mask[i] = limits::min() * T(i % 4);  // 0, 1, 2, 3 x min
+  reference::real weighted = 0, weight_sum = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const reference::real w = static_cast<reference::real>(mask[i]);
+    weighted += w * std::abs(static_cast<reference::real>(pred[i]) - target[i]);
+    weight_sum += w;
+  }
+  const auto r = sl::evaluate(sl::L1<T>{}, sl::inputs(pred, target, mask), grad);
+  CHECK(r.value == Approx(static_cast<double>(weighted / weight_sum)).epsilon(reference::tolerance<T>()));
+  CHECK(r.value > 1);
+  for (std::size_t i = 0; i < n; ++i) {
+    const reference::real sign = pred[i] > target[i] ? 1 : -1;
+    REQUIRE(grad[i] == Approx(static_cast<double>(sign * mask[i] / weight_sum)).epsilon(reference::tolerance<T>()));
+  }
+}
+
+TEMPLATE_TEST_CASE("the gradient scale rejects overflow only", "[reduction][errors]", float, double) {
+  using T = TestType;
+  using limits = std::numeric_limits<T>;
+  // batch<T>: 3 sequences x 7 frames x 5 features, 10 valid frames.
+  batch<T> b;
+  std::vector<T> grad(b.n, T(3));
+  const sl::Huber<T> term{};
+  auto huber_grad = [&](std::size_t i) {
+    return reference::huber_grad(b.pred[i], b.target[i], 1);
+  };
+
+  SECTION("a term weight whose gradient underflows toward 0 is accepted, as is weight 0") {
+    // 1e-44 in float (a subnormal) or 1e-320 in double: weight / n underflows, which is no error.
+    const T small = std::is_same_v<T, float> ? T(1e-44) : T(1e-320);
+    for (const T weight : {small, T(0)}) {
+      auto loss = sl::compose(sl::term(term, weight));
+      const auto r = loss.evaluate(sl::inputs(b.pred, b.target), sl::grads(grad));
+      CHECK(r.values[0] == sl::value(term, sl::inputs(b.pred, b.target)).value);
+      for (std::size_t i = 0; i < b.n; ++i)
+        REQUIRE(grad[i] == Approx(static_cast<double>(weight * huber_grad(i) / b.n))
+                               .margin(2 * static_cast<double>(limits::denorm_min())));
+      if (weight == T(0))
+        for (T g : grad) REQUIRE(g == T(0));
+    }
+  }
+
+  SECTION("a per-frame mask folds its weight in double: tiny weights under a large term weight fit") {
+    // 1e5 / (10 frames x 5 x min) is above T's range, but each frame's factor is
+    // 1e5 x w / (sum(w) x 5) = 1e5 / 50.
+    std::vector<T> frames(b.frame_mask);
+    for (T& w : frames) w *= limits::min();
+    auto loss = sl::compose(sl::term(term, T(1e5)));
+    const auto r = loss.evaluate(sl::inputs(b.pred, b.target, sl::per_frame(frames, b.features)), sl::grads(grad));
+    reference::real want = 0;
+    for (std::size_t i = 0; i < b.n; ++i)
+      if (b.kept(i)) want += reference::huber(b.pred[i], b.target[i], 1);
+    CHECK(r.values[0] == Approx(static_cast<double>(want / 50)).epsilon(reference::tolerance<T>()));
+    for (std::size_t i = 0; i < b.n; ++i)
+      REQUIRE(grad[i] == Approx(b.kept(i) ? static_cast<double>(huber_grad(i) * 1e5L / 50) : 0.0)
+                             .epsilon(reference::tolerance<T>()));
+    // The same weights per element: the factor 1e5 / sum(w), formed in T, overflows.
+    std::vector<T> elements(b.n);
+    for (std::size_t i = 0; i < b.n; ++i) elements[i] = frames[i / b.features];
+    std::fill(grad.begin(), grad.end(), T(3));
+    CHECK_THROWS_WITH(loss.evaluate(sl::inputs(b.pred, b.target, elements), sl::grads(grad)),
+                      Contains("evaluate: the gradient scale") && Contains("overflows"));
+    for (T g : grad) REQUIRE(g == T(3));
+  }
+
+  SECTION("a large weight under a sum overflows the gradient: rejected, before anything is written") {
+    // Term weight x mask weight = 1e40 (float) or 1e310 (double): the gradient would be Inf (NaN where
+    // the loss' gradient is 0).
+    const T mask_weight = std::is_same_v<T, float> ? T(1e30) : T(1e300);
+    auto loss = sl::compose(sl::term(term, T(1e10), sl::Reduction::sum));
+    std::vector<T> elements(b.n, T(0)), frames(b.frame_mask);
+    elements[7] = mask_weight;
+    frames[2] = mask_weight;
+    CHECK_THROWS_AS(loss.evaluate(sl::inputs(b.pred, b.target, elements), sl::grads(grad)), sl::invalid_input);
+    CHECK_THROWS_WITH(loss.evaluate(sl::inputs(b.pred, b.target, sl::per_frame(frames, b.features)), sl::grads(grad)),
+                      Contains("gradient scale, term weight 1e+10 x largest mask weight") && Contains("overflows"));
+    for (T g : grad) REQUIRE(g == T(3));
+    // The value alone forms no gradient factor.
+    CHECK_NOTHROW(loss.evaluate(sl::inputs(b.pred, b.target, elements)));
+  }
+}
+
+TEST_CASE("a float sum beyond float's range is +Inf, not an out-of-range conversion", "[reduction]") {
+  // Each sequence's pass stays below FLT_MAX; their double total (4e38) does not.
+  const std::vector<float> pred{1e19f, 0, 1e19f, 0, 1e19f, 0, 1e19f, 0}, target(8, 0.0f);
+  const std::vector<int> lengths{1, 1, 1, 1};
+  const auto r = sl::value(sl::MSE<float>{}, sl::inputs(pred, target, sl::lengths(lengths, 2, 1)), sl::Reduction::sum);
+  CHECK(r.value == std::numeric_limits<float>::infinity());
+  CHECK(sl::detail::to_value_type<float>(-4e38) == -std::numeric_limits<float>::infinity());
+  CHECK(sl::detail::to_value_type<float>(3e38) == 3e38f);
+  CHECK(sl::detail::to_value_type<double>(4e38) == 4e38);
+}
+
+TEST_CASE("check_mask_shape names each caller's own fix", "[reduction][errors]") {
+  using sl::detail::check_mask_shape;
+  CHECK_THROWS_WITH(check_mask_shape(10, 1, 60, "evaluate"), Contains("write sl::per_frame(mask, 6)"));
+  CHECK_THROWS_WITH(check_mask_shape(10, 1, 60, "cuda::launch_term", sl::detail::term_weighting_fix),
+                    Contains("cuda::launch_term: mask has 10 elements, pred 60") &&
+                        Contains("set term_weighting::frame_size = 6") && !Contains("per_frame"));
+  CHECK_THROWS_WITH(check_mask_shape(7, 1, 60, "cuda::launch_term", sl::detail::term_weighting_fix),
+                    Contains("(or per frame: term_weighting::frame_size)") && !Contains("per_frame"));
+  CHECK_THROWS_WITH(check_mask_shape(7, 1, 60, "evaluate"), Contains("(or per frame: sl::per_frame(mask, frame_size))"));
 }
 
 TEMPLATE_TEST_CASE("an all-zero mask or all-zero lengths with sum is an empty batch", "[reduction]", float,

@@ -15,6 +15,7 @@
 #include <bit>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -409,6 +410,42 @@ TEST_CASE("torch errors name the argument") {
     CHECK_THROWS_AS(sl::torch::loss(sl::Huber<float>{}, pred, target, torch::zeros({4})), sl::invalid_input);
     CHECK_THROWS_AS(sl::torch::loss(sl::Huber<float>{}, pred, target, sl::torch::lengths(std::vector<int>{1, 2, 7, 0})),
                     sl::invalid_input);
+  }
+}
+
+TEST_CASE("torch masks: subnormal weights and an overflowing gradient scale are errors on every device") {
+  // On CUDA the mask's sum is on the device, so the gradient-scale check runs there and is
+  // reported after the copy back; before it, CUDA wrote Inf gradients where the CPU threw.
+  using Catch::Contains;
+  const float smallest = std::numeric_limits<float>::min();
+  const auto pred = random_pred<float>({4, 6, 3}, 31);
+  const auto target = random_pred<float>({4, 6, 3}, 32);
+  auto mask = torch::ones({4, 6}, options_of<float>());
+  mask.index_put_({1, 2}, std::numeric_limits<float>::denorm_min());
+  CHECK_THROWS_AS(sl::torch::loss(sl::Huber<float>{}, pred, target, mask), sl::invalid_input);
+  CHECK_THROWS_WITH(sl::torch::loss(sl::Huber<float>{}, pred, target, mask), Contains("subnormal"));
+
+  // Per element: 1e5 / (72 x the smallest normal float) overflows float.
+  const auto heavy = sl::term(sl::Huber<float>{}, 1e5f);
+  const auto tiny = torch::full({4, 6, 3}, smallest, options_of<float>());
+  const auto p = pred.clone().set_requires_grad(true);
+  CHECK_THROWS_AS(sl::torch::loss(heavy, p, target, tiny), sl::invalid_input);
+  CHECK_THROWS_WITH(sl::torch::loss(heavy, p, target, tiny), Contains("gradient scale") && Contains("overflows"));
+  {
+    torch::NoGradGuard value_only;  // no gradient, no factor: the weighted mean is the plain mean
+    const double want = 1e5 * F::huber_loss(pred.to(torch::kFloat64), target.to(torch::kFloat64)).item<double>();
+    CHECK(sl::torch::loss(heavy, pred, target, tiny).item<double>() == Approx(want).epsilon(tolerance<float>()));
+  }
+
+  // Per frame ([4, 6] over [4, 6, 3]): the CPU folds each frame's weight in double (factor
+  // 1e5 / 72 fits); the CUDA kernel forms 1e5 / sum(w) in float first, so it refuses.
+  const auto frames = torch::full({4, 6}, smallest, options_of<float>());
+  if (test_device().is_cuda()) {
+    CHECK_THROWS_WITH(sl::torch::loss(heavy, p, target, frames), Contains("gradient scale") && Contains("overflows"));
+  } else {
+    compare_with_autograd(
+        pred, [&](const torch::Tensor& q) { return sl::torch::loss(heavy, q, target, frames); },
+        [&](const torch::Tensor& q) { return 1e5 * F::huber_loss(q, target); }, tolerance<float>());
   }
 }
 

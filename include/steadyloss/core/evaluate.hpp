@@ -10,9 +10,12 @@
 //                      pred's size or overflowing size_t), each message naming both numbers
 //   invalid_input      empty tensors, null data, targets outside a term's domain, an all-zero mask
 //                      or all-zero lengths with mean (with sum: an empty batch, value 0, gradient 0),
-//                      negative or non-finite mask weights, lengths out of range, overlapping
-//                      buffers, a gradient scale (weight / denominator, formed in double) that
-//                      does not fit in the term's value_type
+//                      negative, non-finite or subnormal mask weights (a nonzero weight below the
+//                      smallest normal T would make w x loss underflow in T: the value would
+//                      silently drop toward 0), lengths out of range, overlapping buffers, a
+//                      gradient factor that overflows the term's value_type (see
+//                      check_gradient_scale: only overflow; a factor that underflows toward 0,
+//                      a term weight of 0 or 1e-44, is fine)
 // Parameters, sizes, masks, lengths and buffer overlaps are checked before anything is written
 // (for a composed loss: every term's, before the first term runs). Targets are checked inside
 // the fused pass (a separate pass would cost a third more memory traffic), so when invalid_input
@@ -29,6 +32,7 @@
 #include <type_traits>
 
 #include "../detail/cpu_pass.hpp"
+#include "config.hpp"
 #include "errors.hpp"
 #include "inputs.hpp"
 #include "reduction.hpp"
@@ -66,15 +70,30 @@ inline void check_reduction(Reduction reduction, const char* function) {
                             static_cast<int>(reduction));
 }
 
-/// The sizes a mask must have: count x frame_size = n (also the CUDA executor's check).
-inline void check_mask_shape(std::size_t count, std::size_t frame_size, std::size_t n, const char* function) {
+/// How a caller of check_mask_shape states a frame size, for its message: `before` frame_size
+/// `after` for a known one, `general` otherwise.
+struct frame_size_fix {
+  const char* before;
+  const char* after;
+  const char* general;
+};
+/// sl::inputs(pred, target, mask) callers.
+inline constexpr frame_size_fix per_frame_fix{"write sl::per_frame(mask, ", ")", "sl::per_frame(mask, frame_size)"};
+/// Raw sl::cuda::launch_term callers, who describe the mask in a cuda::term_weighting.
+inline constexpr frame_size_fix term_weighting_fix{"set term_weighting::frame_size = ", "",
+                                                    "term_weighting::frame_size"};
+
+/// The sizes a mask must have: count x frame_size = n (also the CUDA executor's check, whose
+/// callers pass term_weighting_fix).
+inline void check_mask_shape(std::size_t count, std::size_t frame_size, std::size_t n, const char* function,
+                             const frame_size_fix& fix = per_frame_fix) {
   if (frame_size == 1 && count != n) {
     if (count != 0 && n % count == 0)
       fail<shape_mismatch>(function, ": mask has ", count, " elements, pred ", n,
                            "; a mask holds one weight per element; for one weight per frame of ", n / count,
-                           " elements write sl::per_frame(mask, ", n / count, ")");
+                           " elements ", fix.before, n / count, fix.after);
     fail<shape_mismatch>(function, ": mask has ", count, " elements, pred ", n,
-                         "; a mask holds one weight per element (or per frame: sl::per_frame(mask, frame_size))");
+                         "; a mask holds one weight per element (or per frame: ", fix.general, ")");
   }
   std::size_t covered = 0;
   if (!multiply_fits(count, frame_size, covered))
@@ -85,22 +104,89 @@ inline void check_mask_shape(std::size_t count, std::size_t frame_size, std::siz
                          frame_size, " cover ", covered);
 }
 
-/// Checks the mask's sizes and weights; returns sum(w) over the mask (not yet per element).
+/// What check_mask found: sum(w) over the mask (not yet per element) and the largest weight.
+struct mask_weights_summary {
+  double sum = 0;
+  double max = 0;
+};
+
+/// Checks the mask's sizes and weights. A nonzero weight must be a normal number: the fused pass
+/// forms w x loss in T, and with a subnormal w (float's 1e-45) that product underflows to 0 for
+/// every loss below 1, so the masked mean would come out 0 (or a few bits of it) instead of
+/// sum(w l) / sum(w). A weight at or above the smallest normal keeps w x loss as accurate as
+/// IEEE arithmetic (and PyTorch's `(w * l).sum() / w.sum()` in the same dtype) makes it. One rule
+/// for both mask forms, and for the CUDA kernel, which forms w x loss in float for every mask.
 template <class T>
-double check_mask(const frame_mask<T>& mask, std::size_t n, bool mean) {
+mask_weights_summary check_mask(const frame_mask<T>& mask, std::size_t n, bool mean) {
   check_mask_shape(mask.weights.size, mask.frame_size, n, "evaluate");
   if (mask.weights.data == nullptr) fail<invalid_input>("evaluate: the mask's data pointer is null");
-  double sum = 0;
+  mask_weights_summary summary;
   for (std::size_t i = 0; i < mask.weights.size; ++i) {
     const T w = mask.weights.data[i];
     if (!(w >= T(0)) || !std::isfinite(w))
       fail<invalid_input>("evaluate: mask[", i, "] = ", w, "; mask weights must be finite and >= 0");
-    sum += static_cast<double>(w);
+    if (w != T(0) && w < std::numeric_limits<T>::min())
+      fail<invalid_input>("evaluate: mask[", i, "] = ", w, " is subnormal; a nonzero mask weight must be at least ",
+                          std::numeric_limits<T>::min(), " (the smallest normal value), or w x loss underflows; "
+                          "scale the mask up (a masked mean does not change)");
+    summary.sum += static_cast<double>(w);
+    if (static_cast<double>(w) > summary.max) summary.max = static_cast<double>(w);
   }
   // With sum, an all-zero mask is an empty batch (value 0, gradient 0); a mean of nothing is undefined.
-  if (mean && sum == 0) fail<invalid_input>("evaluate: the mask is all zero; there is nothing to average");
-  if (!std::isfinite(sum)) fail<invalid_input>("evaluate: the mask weights sum to ", sum, ", which is not finite");
-  return sum;
+  if (mean && summary.sum == 0) fail<invalid_input>("evaluate: the mask is all zero; there is nothing to average");
+  if (!std::isfinite(summary.sum))
+    fail<invalid_input>("evaluate: the mask weights sum to ", summary.sum, ", which is not finite");
+  return summary;
+}
+
+/// The largest factor a gradient is multiplied by, formed in double: term weight `scale` x mask
+/// weight / `denominator` (mask weight 1 without a mask). When `weight_in_double` (the CPU's
+/// per-frame path) each frame's factor scale x (w / denominator) is formed in double and then
+/// converted to T; otherwise (every other path, and the CUDA kernel) scale / denominator is
+/// converted to T first and multiplied by w in T, so both must fit.
+STEADYLOSS_HOST_DEVICE inline double largest_gradient_factor(double scale, double denominator, double max_weight,
+                                                             bool weight_in_double) {
+  const double weighted = scale * (max_weight / denominator);
+  if (weight_in_double) return weighted;
+  const double unweighted = scale / denominator;
+  return weighted > unweighted ? weighted : unweighted;
+}
+
+/// The message for a gradient factor that overflows T (shared with the CUDA executor's report).
+[[noreturn]] inline void fail_gradient_scale(const char* function, double scale, double denominator,
+                                             bool masked, double max_weight, double factor, double limit) {
+  if (masked)
+    fail<invalid_input>(function, ": the gradient scale, term weight ", scale, " x largest mask weight ", max_weight,
+                        " / denominator ", denominator, " = ", factor, ", overflows the term's value_type (max ",
+                        limit, "); rescale the mask or the term weight");
+  fail<invalid_input>(function, ": the gradient scale, term weight ", scale, " / denominator ", denominator, " = ",
+                      factor, ", overflows the term's value_type (max ", limit, "); rescale the term weight");
+}
+
+/// Rejects a gradient factor that would overflow T (Inf gradients, NaN where 0 x Inf). Compared
+/// in double against T's largest value, so nothing out of T's range is ever converted to T. A
+/// factor that underflows is not an error: the gradient then underflows toward 0, as IEEE
+/// arithmetic would (a term weight of 0 gives an exactly zero gradient).
+template <class T>
+void check_gradient_scale(double scale, double denominator, bool masked, double max_weight, bool weight_in_double,
+                          const char* function) {
+  constexpr double limit = static_cast<double>(std::numeric_limits<T>::max());
+  const double factor = largest_gradient_factor(scale, denominator, masked ? max_weight : 1.0, weight_in_double);
+  if (!(factor <= limit)) fail_gradient_scale(function, scale, denominator, masked, max_weight, factor, limit);
+}
+
+/// A double that is a value of T's range, converted to T; beyond it, +-Inf (what IEEE arithmetic
+/// in T would have produced), never an out-of-range conversion.
+template <class T>
+T to_value_type(double x) {
+  if constexpr (std::is_same_v<T, double>) {
+    return x;
+  } else {
+    constexpr double limit = static_cast<double>(std::numeric_limits<T>::max());
+    if (x > limit) return std::numeric_limits<T>::infinity();
+    if (x < -limit) return -std::numeric_limits<T>::infinity();
+    return static_cast<T>(x);
+  }
 }
 
 /// Checks the lengths against pred's size and [0, max_frames]; returns the number of valid frames.
@@ -150,7 +236,10 @@ struct term_plan {
   std::size_t n = 0;
   bool write_grad = false;
   double denominator = 1;     ///< what the reduced value is divided by
+  double scale = 1;           ///< the term weight the gradient is multiplied by
   double grad_scale = 1;      ///< scale / denominator: the gradient's factor before mask weights
+                              ///< (fits in T when write_grad, except on the per-frame path,
+                              ///< which forms scale x (w / denominator) per frame instead)
 };
 
 template <class T>
@@ -185,30 +274,33 @@ term_plan plan_term(const Term& term, const term_inputs<typename Term::value_typ
       fail<invalid_input>("evaluate: the gradient buffer overlaps pred or target");
   }
   const bool mean = reduction == Reduction::mean;
+  double max_weight = 1;
   if constexpr (std::is_same_v<Weighting, unweighted>) {
     if (mean) plan.denominator = static_cast<double>(n);
   } else if constexpr (std::is_same_v<Weighting, frame_mask<T>>) {
     const frame_mask<T>& mask = in.weighting;
-    const double weight_sum = check_mask(mask, n, mean);
+    const mask_weights_summary weights = check_mask(mask, n, mean);
+    max_weight = weights.max;
     if (plan.write_grad && overlaps<T>(grad->data, n, mask.weights.data, mask.weights.size))
       fail<invalid_input>("evaluate: the gradient buffer overlaps the mask");
-    if (mean) plan.denominator = weight_sum * static_cast<double>(mask.frame_size);
+    if (mean) plan.denominator = weights.sum * static_cast<double>(mask.frame_size);
   } else {
     const double total_frames = check_lengths(in.weighting, n, mean, "evaluate");
     if (mean) plan.denominator = total_frames * static_cast<double>(in.weighting.frame_size);
   }
   // The normalizer is formed in double; what the gradient multiplies by must then fit in T: tiny
-  // mask weights (a sum of 1e-45) would make it overflow to Inf and the gradient Inf or NaN.
+  // mask weights (a sum of 1e-37 under a term weight of 100) would make it overflow to Inf and the
+  // gradient Inf or NaN.
   if (!(plan.denominator > 0) || !std::isfinite(plan.denominator))
     fail<invalid_input>("evaluate: the mean's denominator (the weight sum) is ", plan.denominator,
                         "; it must be finite and > 0");
-  plan.grad_scale = static_cast<double>(scale) / plan.denominator;
-  if (plan.write_grad && scale != T(0)) {
-    const T grad_scale = static_cast<T>(plan.grad_scale);
-    if (!std::isfinite(grad_scale) || !(grad_scale > T(0)))
-      fail<invalid_input>("evaluate: the gradient scale, term weight / denominator = ", scale, " / ",
-                          plan.denominator, " = ", plan.grad_scale,
-                          ", does not fit in the term's value_type; rescale the mask or term weights");
+  plan.scale = static_cast<double>(scale);
+  plan.grad_scale = plan.scale / plan.denominator;
+  if (plan.write_grad) {
+    constexpr bool masked = std::is_same_v<Weighting, frame_mask<T>>;
+    bool per_frame = false;
+    if constexpr (masked) per_frame = in.weighting.frame_size != 1;
+    check_gradient_scale<T>(plan.scale, plan.denominator, masked, max_weight, per_frame, "evaluate");
   }
   return plan;
 }
@@ -239,7 +331,8 @@ term_result<typename Term::value_type> execute_term(const Term& term,
       if (total.out_of_domain != 0) report_target_outside<Term>(in.target, total.out_of_domain, is_kept);
   };
   const std::size_t n = plan.n;
-  const T grad_scale = static_cast<T>(plan.grad_scale);
+  // plan_term checked that it fits in T when a gradient is written; the value alone never uses it.
+  const T grad_scale = write_grad ? static_cast<T>(plan.grad_scale) : T(0);
 
   if constexpr (std::is_same_v<Weighting, unweighted>) {
     total = pass(in.pred.data, in.target.data, nullptr, g, n, grad_scale);
@@ -250,6 +343,8 @@ term_result<typename Term::value_type> execute_term(const Term& term,
     if (frame_size == 1) {
       total = pass(in.pred.data, in.target.data, mask.data, g, n, grad_scale);
     } else {
+      // Each frame's factor is formed in double as scale x (w / denominator), the form plan_term
+      // checked against T's range (w / denominator <= 1 for a mean, so a mean's always fits).
       // Frames of equal weight (the valid part of a sequence, its padding) run as one contiguous
       // pass, so a frame mask costs no more than no mask.
       for (std::size_t frame = 0; frame < mask.size;) {
@@ -260,9 +355,10 @@ term_result<typename Term::value_type> execute_term(const Term& term,
         if (w == T(0)) {
           if (write_grad) fill_zero(g + offset, count);
         } else {
+          const T frame_scale =
+              write_grad ? static_cast<T>(plan.scale * (static_cast<double>(w) / plan.denominator)) : T(0);
           const pass_sum run = pass(in.pred.data + offset, in.target.data + offset, nullptr,
-                                    write_grad ? g + offset : nullptr, count,
-                                    static_cast<T>(plan.grad_scale * static_cast<double>(w)));
+                                    write_grad ? g + offset : nullptr, count, frame_scale);
           total.value += static_cast<double>(w) * run.value;
           total.out_of_domain += run.out_of_domain;
         }
@@ -288,7 +384,7 @@ term_result<typename Term::value_type> execute_term(const Term& term,
       return i % sequence_size < static_cast<std::size_t>(spec.lengths[i / sequence_size]) * frame_size;
     });
   }
-  return {static_cast<T>(total.value / plan.denominator), plan.denominator};
+  return {to_value_type<T>(total.value / plan.denominator), plan.denominator};
 }
 
 /// One term, checked then run. grad: nullopt for the value only.

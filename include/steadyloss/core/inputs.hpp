@@ -22,7 +22,8 @@ struct unweighted {};
 /// Mask weights: one per element (sl::inputs(pred, target, mask)), or one per frame of
 /// `frame_size` consecutive elements (sl::inputs(pred, target, sl::per_frame(mask, frame_size)):
 /// a [batch, time] mask over [batch, time, frame_size]). mask size x frame_size must equal pred's
-/// size. Weights are finite and >= 0; 0 drops.
+/// size. Weights are finite and >= 0, and a nonzero weight is a normal number (not subnormal;
+/// see check_mask in evaluate.hpp); 0 drops.
 template <class T>
 struct frame_mask {
   tensor_view<T> weights;

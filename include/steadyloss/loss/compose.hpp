@@ -74,14 +74,20 @@ void check_weights(const char* what, std::span<const T> values, std::size_t expe
                               values[i]);
 }
 
-/// Each weight used is base x multiplier, computed in T: it must stay finite (1e30 x 1e30 in float
-/// would give an Inf total and Inf or NaN gradients).
+/// The weight term `index` is evaluated with, base x multiplier, computed in T: it must stay
+/// finite (1e30 x 1e30 in float would give an Inf total and Inf or NaN gradients).
+template <class T>
+T checked_weight_product(const char* what, std::size_t index, T base, T multiplier) {
+  const T weight = base * multiplier;
+  if (!std::isfinite(weight))
+    fail<invalid_parameter>("composed_loss::", what, ": term ", index, "'s weight, base weight ", base,
+                            " x multiplier ", multiplier, ", is not finite");
+  return weight;
+}
+
 template <class T, std::size_t N>
 void check_weight_products(const char* what, const std::array<T, N>& bases, const std::array<T, N>& multipliers) {
-  for (std::size_t i = 0; i < N; ++i)
-    if (!std::isfinite(bases[i] * multipliers[i]))
-      fail<invalid_parameter>("composed_loss::", what, ": term ", i, "'s weight, base weight ", bases[i],
-                              " x multiplier ", multipliers[i], ", is not finite");
+  for (std::size_t i = 0; i < N; ++i) checked_weight_product(what, i, bases[i], multipliers[i]);
 }
 }  // namespace detail
 
@@ -177,7 +183,6 @@ class composed_loss {
   composed_result<value_type, size> run(const Executor& executor, const Arguments& arguments,
                                         GradFor grad_for) const {
     composed_result<value_type, size> result;
-    result.weights = weights();
     std::array<detail::term_plan, size> plans;
     [&]<std::size_t... I>(std::index_sequence<I...>) {
       (([&] {
@@ -189,9 +194,7 @@ class composed_loss {
                        "steadyloss::composed_loss::evaluate: the tensors' value_type differs from "
                        "the terms' (float terms need float tensors)");
          const auto& entry = std::get<I>(terms_);
-         if (!std::isfinite(result.weights[I]))
-           detail::fail<invalid_parameter>("composed_loss::evaluate: term ", I, "'s weight, base weight ",
-                                           entry.weight, " x multiplier ", multipliers_[I], ", is not finite");
+         result.weights[I] = detail::checked_weight_product("evaluate", I, entry.weight, multipliers_[I]);
          plans[I] = detail::plan_term(entry.term, std::get<I>(arguments), grad_for(I), entry.reduction,
                                       result.weights[I]);
        }()),

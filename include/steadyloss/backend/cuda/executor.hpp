@@ -23,6 +23,7 @@
 #include <string_view>
 
 #include "../../core/errors.hpp"
+#include "../../core/evaluate.hpp"
 #include "../../core/reduction.hpp"
 
 namespace steadyloss::cuda {
@@ -31,8 +32,9 @@ inline constexpr int block_size = 256;   ///< threads per block (8 warps)
 inline constexpr int max_blocks = 1024;  ///< the grid never exceeds this (fixed-size partial buffer)
 inline constexpr int warp_size = 32;
 
-/// Layout of one term's device slot (doubles): the report, then the per-block partials.
-inline constexpr std::size_t report_doubles = 8;
+/// Layout of one term's device slot (doubles): the report (read_report's fields, in order), then
+/// the per-block partials.
+inline constexpr std::size_t report_doubles = 16;
 inline constexpr std::size_t workspace_doubles = report_doubles + 2 * static_cast<std::size_t>(max_blocks);
 
 /// Element type of pred, target and grad in device memory. f16/bf16 need a float term: they are
@@ -60,8 +62,14 @@ struct term_report {
   double value = 0;        ///< reduced value (sum(w l) / denominator)
   double denominator = 1;  ///< as the core's term_result::denominator
   double outside = 0;      ///< kept targets outside the term's domain
-  double bad_weights = 0;  ///< mask weights negative or not finite
+  double bad_weights = 0;  ///< mask weights negative, subnormal or not finite
   double weight_sum = 0;   ///< sum of the mask weights (mask only)
+  double max_weight = 0;   ///< the largest mask weight (mask only)
+  double gradient_factor = 0;  ///< largest_gradient_factor (mask with a gradient only; else 0)
+  double factor_overflows = 0; ///< 1 when gradient_factor exceeds factor_limit (the gradient was
+                               ///< then written as 0, not Inf)
+  double scale = 0;            ///< the term weight (mask only)
+  double factor_limit = 0;     ///< the term's value_type's largest value (mask only)
 };
 
 /// Launches one term's evaluation on `stream`: the reduced value (and, when grad is not null,
@@ -89,19 +97,26 @@ inline void copy_to_host(double* host, const double* device, std::size_t count, 
 }
 
 inline term_report read_report(const double* host_slot) {
-  return {host_slot[0], host_slot[1], host_slot[2], host_slot[3], host_slot[4]};
+  return {host_slot[0], host_slot[1], host_slot[2], host_slot[3], host_slot[4],
+          host_slot[5], host_slot[6], host_slot[7], host_slot[8], host_slot[9]};
 }
 
 /// Throws steadyloss::invalid_input for what the device found, as the core would on the CPU.
+/// A mask's sum is known only on the device, so the gradient-factor check the host runs before
+/// launching (steadyloss::detail::check_gradient_scale) runs there for a mask, with the same
+/// rule (the same largest_gradient_factor): the gradient is then written as 0 and this throws.
 inline void check_report(const term_report& report, const term_weighting& weighting, std::string_view term_name,
                          double target_min = 0, double target_max = 1) {
   if (weighting.kind == weighting_kind::mask) {
     if (report.bad_weights != 0)
       steadyloss::detail::fail<invalid_input>("evaluate: the mask has ", report.bad_weights,
-                                              " weights that are negative or not finite; mask weights must be "
-                                              "finite and >= 0");
+                                              " weights that are negative, subnormal or not finite; mask weights "
+                                              "must be finite and either 0 or at least the smallest normal float");
     if (report.weight_sum == 0 && report.denominator == 0)  // a mean; with sum it is an empty batch
       steadyloss::detail::fail<invalid_input>("evaluate: the mask is all zero; there is nothing to average");
+    if (report.factor_overflows != 0)
+      steadyloss::detail::fail_gradient_scale("evaluate", report.scale, report.denominator, true, report.max_weight,
+                                              report.gradient_factor, report.factor_limit);
   }
   if (report.outside != 0)
     steadyloss::detail::fail<invalid_input>("evaluate: ", term_name, " targets must lie in [", target_min, ", ",

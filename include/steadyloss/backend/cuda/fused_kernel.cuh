@@ -27,16 +27,24 @@
 // Mask weights are float32 on the device (the adapter converts masks to float32), for double
 // terms too: weights such as 0.5 or 1 are exact, a weight like 0.1 is rounded to float.
 //
-// Validation mirrors the core: sizes and lengths on the host before launching (they are known
-// there); mask weights and targets (BCE's [0, 1]) are counted on the device and reported after
-// the copy back (check_report throws; the gradient written meanwhile must then be discarded).
+// Validation mirrors the core: sizes, lengths and (without a mask) the gradient factor on the host
+// before launching (they are known there; steadyloss::detail::check_gradient_scale, the CPU's
+// check); mask weights (negative, subnormal, not finite), targets (BCE's [0, 1]) and a mask's
+// gradient factor (its sum is on the device: the same largest_gradient_factor, against the same
+// limit) are checked on the device and reported after the copy back (check_report throws; the
+// gradient written meanwhile must then be discarded; an overflowing factor writes 0, never Inf).
+// The kernel forms scale / denominator in T and multiplies the mask weight in T, for per-frame
+// masks too (the CPU folds a frame's weight in double), so on CUDA scale / denominator itself must
+// fit: tiny per-frame weights the CPU accepts can be refused here, with the same message.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cfloat>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -106,16 +114,35 @@ __device__ inline double block_sum(double v, double* shared) {
   return v;
 }
 
+/// The largest of v over the block (valid in thread 0); order does not matter for a maximum.
+__device__ inline double block_max(double v, double* shared) {
+  for (int offset = warp_size / 2; offset > 0; offset /= 2) v = fmax(v, __shfl_down_sync(0xffffffffu, v, offset));
+  const int lane = static_cast<int>(threadIdx.x) % warp_size, warp = static_cast<int>(threadIdx.x) / warp_size;
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  constexpr int warps = block_size / warp_size;
+  if (warp == 0) {
+    v = lane < warps ? shared[lane] : 0.0;
+    for (int offset = warp_size / 2; offset > 0; offset /= 2) v = fmax(v, __shfl_down_sync(0xffffffffu, v, offset));
+  }
+  __syncthreads();
+  return v;
+}
+
 /// The fused pass: each block writes its partial sums of w*l and of out-of-domain targets.
+/// mask_report: the slot's report as mask_sum_kernel left it (mask only, else null); without a
+/// mask the host checked the gradient factor before launching.
 template <class Term, class S>
 __global__ void __launch_bounds__(block_size)
     fused_partials_kernel(Term term, const S* __restrict__ pred, const S* __restrict__ target, S* __restrict__ grad,
                           std::size_t n, device_weighting weighting, double host_denominator,
-                          const double* __restrict__ device_denominator, double scale, double* __restrict__ slot) {
+                          const double* __restrict__ mask_report, double scale, double* __restrict__ slot) {
   using T = typename Term::value_type;
   __shared__ double shared[block_size / warp_size];
-  const double denominator = device_denominator != nullptr ? *device_denominator : host_denominator;
-  const T grad_scale = static_cast<T>(scale / denominator);
+  const double denominator = mask_report != nullptr ? mask_report[1] : host_denominator;
+  // Never convert an out-of-range double to T: an overflowing factor writes 0 and is reported.
+  const bool factor_fits = mask_report == nullptr || mask_report[7] == 0.0;
+  const T grad_scale = factor_fits ? static_cast<T>(scale / denominator) : T(0);
   // Each thread sums up to flush_every values in T (float math at full rate), then flushes them
   // into a double, so its partial keeps float precision however large n grows.
   constexpr int flush_every = 32;
@@ -150,24 +177,38 @@ __global__ void __launch_bounds__(block_size)
   }
 }
 
-/// One block: the mask's weight sum, its bad weights, and the denominator (for mean).
+/// One block: the mask's weight sum, its bad weights (negative, subnormal, not finite: the
+/// core's check_mask rule), its largest weight, the denominator (for mean) and, when a gradient
+/// is written, its largest factor against T's largest value (`factor_limit`).
 __global__ void __launch_bounds__(block_size)
     mask_sum_kernel(const float* __restrict__ mask, std::size_t mask_size, double elements_per_weight, bool mean,
-                    double* __restrict__ slot) {
+                    bool write_grad, double scale, double factor_limit, double* __restrict__ slot) {
   __shared__ double shared[block_size / warp_size];
-  double sum = 0, bad = 0;
+  double sum = 0, bad = 0, largest = 0;
   for (std::size_t i = threadIdx.x; i < mask_size; i += block_size) {
     const float w = mask[i];
-    const bool ok = w >= 0.0f && isfinite(w);
+    const bool ok = w == 0.0f || (w >= FLT_MIN && isfinite(w));
     sum += ok ? static_cast<double>(w) : 0.0;
     bad += ok ? 0.0 : 1.0;
+    largest = ok ? fmax(largest, static_cast<double>(w)) : largest;
   }
   sum = block_sum(sum, shared);
   bad = block_sum(bad, shared);
+  largest = block_max(largest, shared);
   if (threadIdx.x == 0) {
-    slot[1] = mean ? sum * elements_per_weight : 1.0;
+    const double denominator = mean ? sum * elements_per_weight : 1.0;
+    // An all-zero mask with mean (denominator 0) is reported as such; its factor is not formed.
+    const double factor = write_grad && denominator > 0
+                              ? steadyloss::detail::largest_gradient_factor(scale, denominator, largest, false)
+                              : 0.0;
+    slot[1] = denominator;
     slot[3] = bad;
     slot[4] = sum;
+    slot[5] = largest;
+    slot[6] = factor;
+    slot[7] = factor <= factor_limit ? 0.0 : 1.0;
+    slot[8] = scale;
+    slot[9] = factor_limit;
   }
 }
 
@@ -208,16 +249,19 @@ void launch_term(const Term& term, const S* pred, const S* target, S* grad, std:
   steadyloss::detail::check_reduction(reduction, "cuda::launch_term");
   if (n == 0) steadyloss::detail::fail<invalid_input>("cuda::launch_term: pred and target are empty");
   const bool mean = reduction == Reduction::mean;
+  constexpr double factor_limit = static_cast<double>(std::numeric_limits<T>::max());
   detail::device_weighting w;
   w.kind = weighting.kind;
   double host_denominator = mean ? static_cast<double>(n) : 1.0;
   bool denominator_on_device = false;
   if (weighting.kind == weighting_kind::mask) {
-    steadyloss::detail::check_mask_shape(weighting.mask_size, weighting.frame_size, n, "cuda::launch_term");
+    steadyloss::detail::check_mask_shape(weighting.mask_size, weighting.frame_size, n, "cuda::launch_term",
+                                         steadyloss::detail::term_weighting_fix);
     w.mask = weighting.mask;
     w.frame_size = weighting.frame_size;
     detail::mask_sum_kernel<<<1, block_size, 0, stream>>>(weighting.mask, weighting.mask_size,
-                                                          static_cast<double>(w.frame_size), mean, slot);
+                                                          static_cast<double>(w.frame_size), mean, grad != nullptr,
+                                                          static_cast<double>(scale), factor_limit, slot);
     denominator_on_device = true;
   } else if (weighting.kind == weighting_kind::lengths) {
     const sequence_lengths<std::int64_t> spec{weighting.lengths_host, weighting.batch, weighting.max_frames,
@@ -230,10 +274,13 @@ void launch_term(const Term& term, const S* pred, const S* target, S* grad, std:
     w.sequence_size = weighting.max_frames * frame_size;
     if (mean) host_denominator = total_frames * static_cast<double>(frame_size);
   }
+  if (!denominator_on_device && grad != nullptr)  // the CPU path's check, before anything is launched
+    steadyloss::detail::check_gradient_scale<T>(static_cast<double>(scale), host_denominator, false, 1.0, false,
+                                                "cuda::launch_term");
   const std::size_t wanted = (n + block_size - 1) / block_size;
   const int blocks = static_cast<int>(wanted < static_cast<std::size_t>(max_blocks) ? wanted : max_blocks);
   detail::fused_partials_kernel<<<blocks, block_size, 0, stream>>>(
-      term, pred, target, grad, n, w, host_denominator, denominator_on_device ? slot + 1 : nullptr,
+      term, pred, target, grad, n, w, host_denominator, denominator_on_device ? slot : nullptr,
       static_cast<double>(scale), slot);
   detail::finalize_kernel<<<1, block_size, 0, stream>>>(blocks, host_denominator, denominator_on_device, slot);
   detail::check_cuda(cudaGetLastError(), "kernel launch failed");

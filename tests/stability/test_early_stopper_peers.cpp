@@ -15,16 +15,12 @@
 #include <steadyloss/stability/early_stopper.hpp>
 #include <steadyloss/stability/stabilizer.hpp>
 
+#include "early_stopper_helpers.hpp"
+
 namespace sl = steadyloss;
 
 namespace {
-// The index of the first update that reports should_stop (-1 if none).
-template <class T>
-long long stop_step(sl::EarlyStopper<T>& stopper, const std::vector<double>& values) {
-  for (std::size_t i = 0; i < values.size(); ++i)
-    if (stopper.update(static_cast<T>(values[i])).should_stop) return static_cast<long long>(i);
-  return -1;
-}
+using early_stopper_helpers::stop_step;
 
 template <class T>
 typename sl::EarlyStopper<T>::config lightning(int patience = 3) {

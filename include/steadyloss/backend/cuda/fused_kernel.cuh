@@ -98,36 +98,36 @@ struct device_weighting {
   }
 };
 
-/// Sums v over the block in a fixed tree (shuffles within warps, then warp 0 over the warps'
-/// sums); the result is valid in thread 0. Deterministic: the tree does not depend on timing.
-__device__ inline double block_sum(double v, double* shared) {
-  for (int offset = warp_size / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+/// Combines v over the block in a fixed tree (shuffles within warps, then warp 0 over the warps'
+/// results); the result is valid in thread 0. Deterministic: the tree does not depend on timing.
+/// `identity` fills the slots of absent warps.
+template <class Combine>
+__device__ inline double block_reduce(double v, double* shared, double identity, Combine combine) {
+  for (int offset = warp_size / 2; offset > 0; offset /= 2) v = combine(v, __shfl_down_sync(0xffffffffu, v, offset));
   const int lane = static_cast<int>(threadIdx.x) % warp_size, warp = static_cast<int>(threadIdx.x) / warp_size;
   if (lane == 0) shared[warp] = v;
   __syncthreads();
   constexpr int warps = block_size / warp_size;
   if (warp == 0) {
-    v = lane < warps ? shared[lane] : 0.0;
-    for (int offset = warp_size / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+    v = lane < warps ? shared[lane] : identity;
+    for (int offset = warp_size / 2; offset > 0; offset /= 2) v = combine(v, __shfl_down_sync(0xffffffffu, v, offset));
   }
   __syncthreads();  // shared is reused by the next call
   return v;
 }
 
+struct add_op {
+  __device__ double operator()(double a, double b) const { return a + b; }
+};
+struct max_op {
+  __device__ double operator()(double a, double b) const { return fmax(a, b); }
+};
+
+/// Sums v over the block (valid in thread 0).
+__device__ inline double block_sum(double v, double* shared) { return block_reduce(v, shared, 0.0, add_op{}); }
+
 /// The largest of v over the block (valid in thread 0); order does not matter for a maximum.
-__device__ inline double block_max(double v, double* shared) {
-  for (int offset = warp_size / 2; offset > 0; offset /= 2) v = fmax(v, __shfl_down_sync(0xffffffffu, v, offset));
-  const int lane = static_cast<int>(threadIdx.x) % warp_size, warp = static_cast<int>(threadIdx.x) / warp_size;
-  if (lane == 0) shared[warp] = v;
-  __syncthreads();
-  constexpr int warps = block_size / warp_size;
-  if (warp == 0) {
-    v = lane < warps ? shared[lane] : 0.0;
-    for (int offset = warp_size / 2; offset > 0; offset /= 2) v = fmax(v, __shfl_down_sync(0xffffffffu, v, offset));
-  }
-  __syncthreads();
-  return v;
-}
+__device__ inline double block_max(double v, double* shared) { return block_reduce(v, shared, 0.0, max_op{}); }
 
 /// The fused pass: each block writes its partial sums of w*l and of out-of-domain targets.
 /// mask_report: the slot's report as mask_sum_kernel left it (mask only, else null); without a

@@ -10,6 +10,8 @@ struct tensor_traits;
 template <std::floating_point T>
 struct Huber;
 template <std::floating_point T>
+struct AdaptiveHuber;
+template <std::floating_point T>
 struct BalancedBCE;
 template <std::floating_point T>
 struct L1;
@@ -30,6 +32,8 @@ template <class T, class Detector>
 class SpikeDampener;
 template <std::size_t N, class T>
 class AdaptiveWeight;
+template <std::size_t N, class T>
+class ErrorScale;
 template <class T, class Monitor>
 class EarlyStopper;
 template <class T>

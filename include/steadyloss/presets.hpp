@@ -16,6 +16,7 @@
 
 #include <cstddef>
 
+#include "loss/adaptive_huber.hpp"
 #include "loss/balanced_bce.hpp"
 #include "loss/compose.hpp"
 #include "loss/huber.hpp"
@@ -25,20 +26,27 @@
 
 namespace steadyloss::presets {
 
+/// Which mel term a preset uses.
+enum class mel_term : unsigned char { l1, huber, adaptive_huber };
+
 /// One row of the table above per field.
 struct preset_config {
-  bool huber_mel = false;        ///< false: L1
-  double huber_delta = 1.0;
+  mel_term mel = mel_term::l1;
+  double huber_delta = 1.0;      ///< mel_term::huber
+  double huber_k = 3.88;         ///< mel_term::adaptive_huber: delta = k x ErrorScale's scale
+  double scale_factor = 0.9;     ///< mel_term::adaptive_huber: ErrorScale's weight of history
   double mel_weight = 45.0;
   double stop_pos_weight = 1.0;
   double label_smoothing = 0.0;  ///< 0: none
   double stop_weight = 1.0;
   bool adaptive_weights = false;
   double weight_lo = 0.7, weight_hi = 1.3;
-  double smoothing = 0.0;
+  double smoothing = 0.0;        ///< EmaSmoother on the per-step training loss (the report's `smoothed`)
   bool spike_detection = false;  ///< true: SpikeDampener with calibrated_spikes
-  int patience = 20;
+  spike_mode spikes = spike_mode::dampen;
+  int patience = 20;             ///< validation checks without improvement before the run stops
   double min_delta = 0.0;
+  double validation_smoothing = 0.0;  ///< EmaSmoother on the validation checks (0: off, as Lightning)
 };
 
 /// The spike detector chosen by tools/spike_calibration (docs/spike-calibration.md), by a rule
@@ -56,11 +64,26 @@ template <class T = float>
 using calibrated_spike_dampener = SpikeDampener<T, calibrated_spike_detector>;
 
 inline constexpr preset_config baseline{};
-inline constexpr preset_config stable{.huber_mel = true, .huber_delta = 1.0, .mel_weight = 35.0,
-                                      .stop_pos_weight = 5.0, .label_smoothing = 0.05, .stop_weight = 1.0,
-                                      .adaptive_weights = true, .weight_lo = 0.7, .weight_hi = 1.3,
-                                      .smoothing = 0.1, .spike_detection = true,
-                                      .patience = 25, .min_delta = 0.0005};
+/// The original project's table, for comparison (never the default): its patience now counts
+/// validation checks.
+inline constexpr preset_config original{.mel = mel_term::huber, .huber_delta = 1.0, .mel_weight = 35.0,
+                                        .stop_pos_weight = 5.0, .label_smoothing = 0.05, .stop_weight = 1.0,
+                                        .adaptive_weights = true, .weight_lo = 0.7, .weight_hi = 1.3,
+                                        .smoothing = 0.1, .spike_detection = true,
+                                        .patience = 25, .min_delta = 0.0005};
+/// Our recommendation (PLACEHOLDER until the tuning runs choose it).
+inline constexpr preset_config stable{.mel = mel_term::adaptive_huber, .huber_k = 3.88, .scale_factor = 0.9,
+                                      .mel_weight = 45.0, .stop_pos_weight = 1.0, .stop_weight = 1.0,
+                                      .smoothing = 0.1, .spike_detection = true, .spikes = spike_mode::skip,
+                                      .patience = 20, .min_delta = 0.0};
+
+namespace detail {
+template <class T>
+auto stop_term(const preset_config& p) {
+  const BalancedBCE<T> bce{.pos_weight = T(p.stop_pos_weight)};
+  return LabelSmoothing<BalancedBCE<T>>{bce, T(p.label_smoothing)};  // eps 0: the plain term's values
+}
+}  // namespace detail
 
 /// Baseline loss: L1 mel (weight 45) + plain BCE stop (pos_weight 1, weight 1).
 template <class T = float>
@@ -69,40 +92,58 @@ auto baseline_loss() {
                  term(BalancedBCE<T>{.pos_weight = T(baseline.stop_pos_weight)}, T(baseline.stop_weight)));
 }
 
-/// Stable loss: Huber mel (delta 1, weight 35) + label-smoothed BalancedBCE stop (5, 0.05, weight 1).
+/// The original table's loss: Huber mel (delta 1, weight 35) + label-smoothed BalancedBCE stop.
+template <class T = float>
+auto original_loss() {
+  return compose(term(Huber<T>{.delta = T(original.huber_delta)}, T(original.mel_weight)),
+                 term(detail::stop_term<T>(original), T(original.stop_weight)));
+}
+
+/// Stable loss: AdaptiveHuber mel (delta follows the error scale) + the stop term of the table.
+/// Use it with stable_stabilizer(), whose ErrorScale sets the mel term's scale (sl::apply).
 template <class T = float>
 auto stable_loss() {
-  return compose(term(Huber<T>{.delta = T(stable.huber_delta)}, T(stable.mel_weight)),
-                 term(LabelSmoothing<BalancedBCE<T>>{BalancedBCE<T>{.pos_weight = T(stable.stop_pos_weight)},
-                                                      T(stable.label_smoothing)},
-                      T(stable.stop_weight)));
+  return compose(term(AdaptiveHuber<T>{.k = T(stable.huber_k)}, T(stable.mel_weight)),
+                 term(detail::stop_term<T>(stable), T(stable.stop_weight)));
 }
 
 template <class T = float>
-using baseline_stabilizer_type = Stabilizer<EmaSmoother<T>, EarlyStopper<T>>;
+using baseline_stabilizer_type = Stabilizer<StabilityMetrics<T>>;
 
-/// Baseline step policies: no smoothing (factor 0), early stopping with patience 20, min_delta 0.
+/// Baseline step policies: none that act (metrics only: the report's stability fields).
 template <class T = float>
 baseline_stabilizer_type<T> baseline_stabilizer() {
-  return baseline_stabilizer_type<T>(
-      EmaSmoother<T>({.factor = baseline.smoothing}),
-      EarlyStopper<T>({.patience = baseline.patience, .min_delta = baseline.min_delta}));
+  return baseline_stabilizer_type<T>(StabilityMetrics<T>{});
 }
 
 template <class T = float>
-using stable_stabilizer_type =
-    Stabilizer<calibrated_spike_dampener<T>, EmaSmoother<T>, AdaptiveWeight<2, T>, EarlyStopper<T>, StabilityMetrics<T>>;
+using stable_stabilizer_type = Stabilizer<calibrated_spike_dampener<T>, EmaSmoother<T>, AdaptiveWeight<2, T>,
+                                          ErrorScale<2, T>, StabilityMetrics<T>>;
 
-/// Stable step policies: spikes dampened (the calibrated detector), smoothing 0.1, adaptive weights in
-/// [0.7, 1.3], early stopping with patience 25 and min_delta 0.0005, metrics.
+/// The step policies of a preset, each remedy that is off given neutral settings (spike detection
+/// in report mode, adaptive bounds [1, 1]): one pipeline type for every preset.
+template <class T = float>
+stable_stabilizer_type<T> stabilizer_for(const preset_config& p) {
+  auto spikes = calibrated_spikes;
+  spikes.mode = p.spike_detection ? p.spikes : spike_mode::report;
+  return stable_stabilizer_type<T>(
+      calibrated_spike_dampener<T>(spikes), EmaSmoother<T>({.factor = p.smoothing}),
+      AdaptiveWeight<2, T>({.lo = p.adaptive_weights ? p.weight_lo : 1.0, .hi = p.adaptive_weights ? p.weight_hi : 1.0}),
+      ErrorScale<2, T>({.factor = p.scale_factor}), StabilityMetrics<T>{});
+}
+
+/// Stable step policies: the calibrated spike detector, smoothing, adaptive weights and the
+/// mel term's error scale, metrics. Early stopping watches the validation loss (see
+/// stable_early_stopper), not these per-step values.
 template <class T = float>
 stable_stabilizer_type<T> stable_stabilizer() {
-  return stable_stabilizer_type<T>(
-      calibrated_spike_dampener<T>(calibrated_spikes),
-      EmaSmoother<T>({.factor = stable.smoothing}),
-      AdaptiveWeight<2, T>({.lo = stable.weight_lo, .hi = stable.weight_hi}),
-      EarlyStopper<T>({.patience = stable.patience, .min_delta = stable.min_delta}),
-      StabilityMetrics<T>{});
+  return stabilizer_for<T>(stable);
+}
+
+/// The early stopper of a preset, for the validation checks: patience counts checks.
+template <class T = float>
+EarlyStopper<T> early_stopper_for(const preset_config& p) {
+  return EarlyStopper<T>({.patience = p.patience, .min_delta = p.min_delta});
 }
 
 }  // namespace steadyloss::presets

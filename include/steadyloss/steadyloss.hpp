@@ -12,6 +12,7 @@
 #include "core/tensor_traits.hpp"
 #include "core/term.hpp"
 
+#include "loss/adaptive_huber.hpp"
 #include "loss/balanced_bce.hpp"
 #include "loss/compose.hpp"
 #include "loss/huber.hpp"

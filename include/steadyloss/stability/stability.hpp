@@ -4,6 +4,7 @@
 #include "adaptive_weight.hpp"
 #include "detectors.hpp"
 #include "early_stopper.hpp"
+#include "error_scale.hpp"
 #include "ema_smoother.hpp"
 #include "metrics.hpp"
 #include "spike_dampener.hpp"

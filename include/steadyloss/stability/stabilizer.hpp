@@ -15,9 +15,11 @@
 // mean over ranks (unchanged when, as in data-parallel training, every rank already holds the
 // global norm); a non-finite value on any rank makes the step non-finite everywhere.
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstddef>
+#include <limits>
 #include <span>
 #include <string>
 #include <string_view>
@@ -72,7 +74,10 @@ struct policy_pack {
     return true;
   }
 
-  static constexpr std::size_t terms = (std::size_t{0} + ... + policy_terms<Policies>);
+  // The number of loss terms the term-aware policies (AdaptiveWeight<N>, ErrorScale<N>) agree on;
+  // 0 when none is listed.
+  static constexpr std::size_t terms = std::max({std::size_t{0}, policy_terms<Policies>...});
+  static constexpr bool terms_agree = ((policy_terms<Policies> == 0 || policy_terms<Policies> == terms) && ...);
 };
 
 template <class... Policies>
@@ -89,9 +94,11 @@ template <Reducer R, class... Policies>
 class basic_stabilizer {
   static_assert((StepPolicy<Policies> && ...),
                 "steadyloss::Stabilizer: every policy needs value_type, kind, depends_on, name, save(state_writer&) "
-                "and load(state_reader&); use EmaSmoother, SpikeDampener, AdaptiveWeight, EarlyStopper, "
+                "and load(state_reader&); use EmaSmoother, SpikeDampener, AdaptiveWeight, ErrorScale, EarlyStopper, "
                 "StabilityMetrics or a type written like them");
   using pack = detail::policy_pack<Policies...>;
+  static_assert(pack::terms_agree,
+                "steadyloss::Stabilizer: AdaptiveWeight<N> and ErrorScale<N> must name the same number of loss terms");
 
  public:
   using value_type = typename detail::first_value_type<Policies...>::type;
@@ -107,13 +114,15 @@ class basic_stabilizer {
                 "steadyloss::Stabilizer: a policy depends_on SpikeDampener; list a SpikeDampener before it");
   static_assert(pack::template dependency_met<policy_kind::adaptive_weight>() &&
                     pack::template dependency_met<policy_kind::early_stopper>() &&
-                    pack::template dependency_met<policy_kind::stability_metrics>(),
+                    pack::template dependency_met<policy_kind::stability_metrics>() &&
+                    pack::template dependency_met<policy_kind::error_scale>(),
                 "steadyloss::Stabilizer: a policy's depends_on names a policy that is not listed before it");
   static_assert(pack::template count<policy_kind::ema_smoother> <= 1 &&
                     pack::template count<policy_kind::adaptive_weight> <= 1 &&
                     pack::template count<policy_kind::early_stopper> <= 1 &&
-                    pack::template count<policy_kind::stability_metrics> <= 1,
-                "steadyloss::Stabilizer: list each of EmaSmoother, AdaptiveWeight, EarlyStopper and "
+                    pack::template count<policy_kind::stability_metrics> <= 1 &&
+                    pack::template count<policy_kind::error_scale> <= 1,
+                "steadyloss::Stabilizer: list each of EmaSmoother, AdaptiveWeight, ErrorScale, EarlyStopper and "
                 "StabilityMetrics at most once (SpikeDampener may repeat, e.g. one on the loss and one on "
                 "the gradient norm)");
 
@@ -227,12 +236,29 @@ class basic_stabilizer {
     step_ = step;
   }
 
-  /// AdaptiveWeight's current multipliers: what the last report's `weights` held, and what a
-  /// restored pipeline's loss must be evaluated with next (apply_weights(loss, guard)).
+  static constexpr bool has_adaptive_weight = pack::template count<policy_kind::adaptive_weight> > 0;
+  static constexpr bool has_error_scale = pack::template count<policy_kind::error_scale> > 0;
+
+  /// ErrorScale's current scales (NaN without an ErrorScale): what the last report's
+  /// `error_scales` held, and what a restored pipeline's loss must be evaluated with next.
+  std::array<value_type, terms> error_scales() const
+    requires(terms > 0)
+  {
+    std::array<value_type, terms> out{};
+    out.fill(std::numeric_limits<value_type>::quiet_NaN());
+    std::apply([&](const auto&... p) {
+      ([&] { if constexpr (requires { p.scales(); }) out = p.scales(); }(), ...);
+    }, policies_);
+    return out;
+  }
+
+  /// AdaptiveWeight's current multipliers (1 without one): what the last report's `weights` held,
+  /// and what a restored pipeline's loss must be evaluated with next (apply(loss, guard)).
   std::array<value_type, terms> multipliers() const
     requires(terms > 0)
   {
     std::array<value_type, terms> out{};
+    out.fill(value_type(1));
     std::apply([&](const auto&... p) {
       ([&] { if constexpr (requires { p.multipliers(); }) out = p.multipliers(); }(), ...);
     }, policies_);
@@ -286,6 +312,7 @@ class basic_stabilizer {
     r.skipped = ctx.skipped;
     r.smoothed = static_cast<value_type>(ctx.has_smoothed ? ctx.smoothed : ctx.effective);
     r.weights.fill(value_type(1));
+    r.error_scales.fill(std::numeric_limits<value_type>::quiet_NaN());
     std::apply([&](const auto&... p) {
       ([&] { if constexpr (requires { p.fill(r); }) p.fill(r); }(), ...);
     }, policies_);
@@ -322,6 +349,66 @@ void apply_weights(Loss& loss, const basic_stabilizer<R, Policies...>& guard) {
                                        "different numbers of terms");
     const auto multipliers = guard.multipliers();
     loss.set_multipliers(std::span<const typename Loss::value_type>(multipliers));
+  }
+}
+
+namespace detail {
+template <class Term>
+concept follows_error_scale = requires { requires Term::follows_error_scale; };
+
+/// Copies each finite scale into the term that follows an error scale (NaN: no ErrorScale, the
+/// term keeps its own). Every term is checked before any is changed.
+template <class Loss, class T, std::size_t N>
+void set_error_scales(Loss& loss, const std::array<T, N>& scales) {
+  auto for_each_scaled = [&](auto&& visit) {
+    [&]<std::size_t... I>(std::index_sequence<I...>) {
+      ([&] {
+        using Term = std::remove_cvref_t<decltype(loss.template term<I>())>;
+        if constexpr (follows_error_scale<Term>)
+          if (!std::isnan(scales[I])) visit(std::integral_constant<std::size_t, I>{}, loss.template term<I>());
+      }(), ...);
+    }(std::make_index_sequence<N>{});
+  };
+  for_each_scaled([&](auto index, const auto& term) {
+    constexpr std::size_t I = decltype(index)::value;
+    if (loss.template reduction<I>() != Reduction::mean)
+      fail<invalid_parameter>("steadyloss::apply: term ", I, " (", name_of<std::remove_cvref_t<decltype(term)>>(),
+                              ") follows its own mean value; give it Reduction::mean");
+    auto staged = term;
+    staged.scale = scales[I];
+    validate(staged);
+  });
+  for_each_scaled([&](auto index, auto& term) { term.scale = scales[decltype(index)::value]; });
+}
+}  // namespace detail
+
+/// Prepares the loss for the next step from this step's report: AdaptiveWeight's multipliers
+/// (1 when the pipeline has none) and ErrorScale's scales into the terms that follow one
+/// (AdaptiveHuber). Call it after every update(); without it the loss keeps the first step's.
+template <class Loss, class T, std::size_t N>
+void apply(Loss& loss, const step_report<T, N>& report) {
+  if constexpr (N > 0) {
+    static_assert(Loss::size == N, "steadyloss::apply: the Stabilizer's AdaptiveWeight<N>/ErrorScale<N> and the "
+                                   "composed loss have different numbers of terms");
+    loss.set_multipliers(std::span<const T>(report.weights));
+    detail::set_error_scales(loss, report.error_scales);
+  }
+}
+
+/// After guard.restore(text): puts the Stabilizer's multipliers and error scales back into the
+/// loss, which keeps them outside the state (without this the first resumed step is evaluated
+/// with other weights or another delta, and every later decision differs).
+template <class Loss, Reducer R, class... Policies>
+void apply(Loss& loss, const basic_stabilizer<R, Policies...>& guard) {
+  using guard_type = basic_stabilizer<R, Policies...>;
+  if constexpr (guard_type::terms > 0) {
+    static_assert(Loss::size == guard_type::terms, "steadyloss::apply: the Stabilizer's AdaptiveWeight<N>/"
+                                                   "ErrorScale<N> and the composed loss have different numbers of terms");
+    if constexpr (guard_type::has_adaptive_weight) {
+      const auto multipliers = guard.multipliers();
+      loss.set_multipliers(std::span<const typename Loss::value_type>(multipliers));
+    }
+    detail::set_error_scales(loss, guard.error_scales());
   }
 }
 

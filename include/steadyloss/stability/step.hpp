@@ -33,13 +33,15 @@ struct spike_dampener {};
 struct adaptive_weight {};
 struct early_stopper {};
 struct stability_metrics {};
+struct error_scale {};
 }  // namespace policy_kind
 
 template <class... Kinds>
 struct type_list {};
 
 /// One step's report: what the training loop acts on. Fields of absent policies keep the
-/// neutral values below (scale 1, smoothed = loss, weights 1, should_stop false, metrics 0/1).
+/// neutral values below (scale 1, smoothed = loss, weights 1, error_scales NaN, should_stop false,
+/// metrics 0/1).
 template <class T, std::size_t N>
 struct step_report {
   long long step = 0;       ///< 0-based index of this update
@@ -52,6 +54,7 @@ struct step_report {
   bool skipped = false;     ///< scale == 0: the step should not update the model
   T smoothed{};             ///< EmaSmoother's debiased value (the loss itself without one)
   std::array<T, N> weights{};  ///< AdaptiveWeight's multipliers for the next evaluation
+  std::array<T, N> error_scales{};  ///< ErrorScale's scales for the next evaluation (NaN without one)
   bool should_stop = false;
   bool improved = false;    ///< this step set a new best: save the model's weights now
   T best{};                 ///< EarlyStopper's best monitored value so far

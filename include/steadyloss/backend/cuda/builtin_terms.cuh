@@ -4,6 +4,7 @@
 // CUDA tensors when STEADYLOSS_WITH_CUDA is defined. Terms of your own: add
 // STEADYLOSS_CUDA_INSTANTIATE(YourTerm) in the same file.
 
+#include "../../loss/adaptive_huber.hpp"
 #include "../../loss/balanced_bce.hpp"
 #include "../../loss/huber.hpp"
 #include "../../loss/l1.hpp"
@@ -13,6 +14,8 @@
 
 STEADYLOSS_CUDA_INSTANTIATE(steadyloss::Huber<float>)
 STEADYLOSS_CUDA_INSTANTIATE(steadyloss::Huber<double>)
+STEADYLOSS_CUDA_INSTANTIATE(steadyloss::AdaptiveHuber<float>)
+STEADYLOSS_CUDA_INSTANTIATE(steadyloss::AdaptiveHuber<double>)
 STEADYLOSS_CUDA_INSTANTIATE(steadyloss::BalancedBCE<float>)
 STEADYLOSS_CUDA_INSTANTIATE(steadyloss::BalancedBCE<double>)
 STEADYLOSS_CUDA_INSTANTIATE(steadyloss::LabelSmoothing<steadyloss::BalancedBCE<float>>)

@@ -10,9 +10,10 @@
 //              variance) times noise_scale; the held-out test set has clean targets
 //   stop       1 at the last valid frame, 0 elsewhere: one positive per ~100 frames
 //   lengths    uniform in [min_length, max_length]; batches are padded to their longest sequence
-//   corruption with probability corrupt_probability a batch's mel targets are replaced by a
-//              misaligned (circularly shifted) copy with gain x4: a bad transcript/audio pairing,
-//              the source of real loss spikes
+//   corruption a corrupted batch's mel targets are replaced by a misaligned (circularly shifted)
+//              copy with gain x4: a bad transcript/audio pairing, the source of real loss spikes;
+//              a non-finite batch's targets hold 3 NaN and one +Inf per sequence: a broken audio
+//              file. Which batches, and how often, is the scenario's (scenarios.hpp)
 
 #include <Eigen/Core>
 
@@ -20,7 +21,10 @@
 #include <cmath>
 #include <cstddef>
 #include <random>
+#include <span>
 #include <vector>
+
+#include "scenarios.hpp"
 
 namespace tts {
 
@@ -39,7 +43,6 @@ struct task_settings {
   int min_length = 60, max_length = 140;
   int teacher_hidden = 24;
   double noise_scale = 0.2;
-  double corrupt_probability = 0.05;
 };
 
 struct sequence {
@@ -55,7 +58,7 @@ struct batch {
   Matrix features;   // [batch * max_frames, feature_dims], zeros in padding
   Matrix mel;        // [batch * max_frames, mel_bins]
   Vector stop;       // [batch * max_frames]
-  bool corrupted = false;
+  steadyloss::study::batch_kind kind = steadyloss::study::batch_kind::clean;
 };
 
 /// Standard Student t with 2 degrees of freedom from one uniform: (2u - 1) / sqrt(2 u (1 - u)).
@@ -157,7 +160,17 @@ inline void corrupt(batch& b, std::mt19937_64& rng) {
     const Matrix original = b.mel.middleRows(row, length);
     for (int t = 0; t < length; ++t) b.mel.row(row + t) = 4.0f * original.row((t + shift) % length);
   }
-  b.corrupted = true;
+  b.kind = steadyloss::study::batch_kind::corrupted;
+}
+
+/// Writes `nan_per_sequence` NaN and one +Inf into each sequence's valid mel targets, at random
+/// positions (the padding stays 0: the mask never reads it).
+inline void make_non_finite(batch& b, std::mt19937_64& rng, std::size_t nan_per_sequence = 3) {
+  for (std::size_t i = 0; i < b.lengths.size(); ++i) {
+    float* first = b.mel.data() + Eigen::Index(i) * b.max_frames * mel_bins;  // row-major: the rows are contiguous
+    steadyloss::study::poison(std::span<float>(first, std::size_t(b.lengths[i]) * mel_bins), nan_per_sequence, rng);
+  }
+  b.kind = steadyloss::study::batch_kind::non_finite;
 }
 
 /// The student: features -> tanh hidden -> 80 mel bins and one stop logit.

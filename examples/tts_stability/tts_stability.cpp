@@ -1,25 +1,30 @@
 // The main demo: does steadyloss stabilize a TTS-like training run? Trains the task of task.hpp
-// under the baseline and stable presets (steadyloss/presets.hpp) and their ablations, over several seeds,
-// and measures every configuration the same way on a clean held-out set.
+// under the presets of steadyloss/presets.hpp (baseline, original, stable), an oracle and the
+// ablations of stable, over several seeds and scenarios (scenarios.hpp: corrupted-batch rates and
+// non-finite batches), and measures every configuration the same way on a clean held-out set.
 //
-//   tts_stability [--full] [--seeds N] [--first-seed N] [--steps N] [--threads N] [--out DIR] [--configs a,b,...]
-//                 [--early-stop-on validation|train] [--target X] [--eval-every N] [--lr X]
-//   investigation: [--huber-delta X] [--spike-mode dampen|skip] [--weight-rule share_and_rate|dwa]
-//                  [--adam-beta2 X] [--optimizer adam|sgd] [--corrupt P]
+//   tts_stability [--full] [--seeds N] [--first-seed N] [--steps N] [--threads N] [--out DIR]
+//                 [--configs NAME,...] [--scenarios NAME,...] [--set FIELD=VALUE,...]
+//                 [--ablations-everywhere] [--target X] [--eval-every N] [--lr X]
+//                 [--optimizer adam|sgd] [--adam-beta2 X] [--list]
 //
-// Writes DIR/results.md (the table), DIR/runs.csv (one row per run), DIR/steps.csv (one row per
-// step), DIR/curves.csv and DIR/curves.png (baseline vs stable), progress on stderr.
+// Writes DIR/results.md (the tables), DIR/runs.csv (one row per run), DIR/steps.csv (one row per
+// step), DIR/curves.csv and DIR/curves.png (baseline vs stable at the default scenario),
+// DIR/sweep.csv and DIR/sweep.png (against the corruption rate), progress on stderr.
 //
 // Per step: the configuration's composed loss (sl::compose of its mel and stop terms, masked with
-// sl::lengths) gives values and gradients; the Stabilizer sees the total and the gradient norm;
-// the gradients are multiplied by report.scale (the optimizer step is skipped when report.skipped);
-// sl::apply_weights(loss, report) sets the adaptive multipliers for the next step.
-// Early stopping (default --early-stop-on validation): every eval_every steps a second Stabilizer
-// (EmaSmoother + EarlyStopper, with the configuration's smoothing, patience and min_delta)
-// observes the validation loss (the configuration's loss at its base weights on noisy validation
-// data), as Lightning's EarlyStopping monitors val_loss; the weights of the best observation are
-// restored at the end. With --early-stop-on train the step Stabilizer's own EarlyStopper decides on
-// the smoothed per-step training loss, as the presets are written.
+// sl::lengths) gives values and gradients; the Stabilizer of presets::stabilizer_for sees the
+// result and the gradient norm; the gradients are multiplied by the factor of
+// study::optimizer_scale (the report's scale with spike handling on, 1 without it, the oracle's
+// own decision for the oracle; 0 skips the optimizer step); sl::apply(loss, report) sets the
+// adaptive multipliers and the AdaptiveHuber scale for the next step.
+// Early stopping watches the validation loss only: every eval_every steps the validation loss (a
+// copy of the loss made before training: base weights, initial scale, so its values compare over
+// the run) goes through an EmaSmoother (validation_smoothing) and an EarlyStopper (patience in
+// checks, min_delta), as Lightning's EarlyStopping monitors val_loss. Every run trains to the
+// budget: the step at which the stopper fired and the held-out error of the best weights at that
+// moment (what an early-stopped run ends with) are recorded, and so is the error of the weights at
+// the budget (what training without early stopping ends with), so one run answers both.
 
 #include <steadyloss/backend/eigen.hpp>
 #include <steadyloss/presets.hpp>
@@ -31,9 +36,11 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <mutex>
 #include <random>
 #include <sstream>
@@ -41,6 +48,8 @@
 #include <thread>
 #include <vector>
 
+#include "preset_overrides.hpp"
+#include "scenarios.hpp"
 #include "study_metrics.hpp"
 #include "task.hpp"
 
@@ -50,6 +59,7 @@ namespace st = steadyloss::study;
 namespace {
 
 constexpr double nan = std::numeric_limits<double>::quiet_NaN();
+const std::string default_scenario = "p0.05";
 
 struct study_settings {
   int seeds = 10;
@@ -62,39 +72,46 @@ struct study_settings {
   double learning_rate = 2e-2;  // the best final held-out error of the baseline among 5e-3, 1e-2, 2e-2, 4e-2
   double target = 0.10;  // held-out mel L1 for "steps to target": about 2x the baseline's final error
   double variability_from = 0.2;  // variability is measured from this fraction of the step budget on
-  double huber_delta = 0;         // > 0: overrides the presets' Huber delta (an investigation, not a preset)
   bool sgd = false;               // plain SGD instead of Adam
   double beta2 = 0.999;           // Adam's second-moment history weight
-  sl::spike_mode spike_mode = sl::spike_mode::dampen;  // what a configuration with spike detection does
-  sl::weight_rule weight_rule = sl::weight_rule::share_and_rate;
-  bool early_stop_on_train = false;
+  bool ablations_everywhere = false;  // ablations at every scenario, not only the default one
   std::string out = "tts_stability_out";
   std::vector<std::string> only;  // configuration names to run (empty: all)
+  std::vector<st::scenario> scenarios = st::default_scenarios();
+  sl::presets::preset_config stable = sl::presets::stable;  // with --set applied
+  std::string overrides;                                      // the --set text, for results.md
   tts::task_settings task;
 };
 
 struct configuration {
   std::string name;
   sl::presets::preset_config preset;
+  bool oracle = false;
+  bool ablation = false;
+  st::step_rule rule() const {
+    if (oracle) return st::step_rule::oracle;
+    return preset.spike_detection ? st::step_rule::stabilizer : st::step_rule::plain;
+  }
 };
 
-// The six remedies of the stable preset, each as the fields it copies from one preset into another.
+// The remedies of the stable preset, each as the fields it copies from one preset into another.
 struct remedy {
   const char* name;
   void (*copy)(sl::presets::preset_config& to, const sl::presets::preset_config& from);
 };
 const remedy remedies[] = {
-    {"huber_mel",
+    {"mel_term",
      [](auto& to, const auto& from) {
-       to.huber_mel = from.huber_mel;
+       to.mel = from.mel;
        to.huber_delta = from.huber_delta;
+       to.huber_k = from.huber_k;
+       to.scale_factor = from.scale_factor;
        to.mel_weight = from.mel_weight;
      }},
-    {"balanced_stop",
+    {"spike_handling",
      [](auto& to, const auto& from) {
-       to.stop_pos_weight = from.stop_pos_weight;
-       to.label_smoothing = from.label_smoothing;
-       to.stop_weight = from.stop_weight;
+       to.spike_detection = from.spike_detection;
+       to.spikes = from.spikes;
      }},
     {"adaptive_weights",
      [](auto& to, const auto& from) {
@@ -102,11 +119,14 @@ const remedy remedies[] = {
        to.weight_lo = from.weight_lo;
        to.weight_hi = from.weight_hi;
      }},
-    {"smoothing", [](auto& to, const auto& from) { to.smoothing = from.smoothing; }},
-    {"spike_dampening",
+    {"stop_term",
      [](auto& to, const auto& from) {
-       to.spike_detection = from.spike_detection;
+       to.stop_pos_weight = from.stop_pos_weight;
+       to.label_smoothing = from.label_smoothing;
+       to.stop_weight = from.stop_weight;
      }},
+    {"smoothing", [](auto& to, const auto& from) { to.smoothing = from.smoothing; }},
+    {"validation_smoothing", [](auto& to, const auto& from) { to.validation_smoothing = from.validation_smoothing; }},
     {"early_stopping",
      [](auto& to, const auto& from) {
        to.patience = from.patience;
@@ -114,17 +134,31 @@ const remedy remedies[] = {
      }},
 };
 
-std::vector<configuration> all_configurations() {
-  std::vector<configuration> out{{"baseline", sl::presets::baseline}, {"stable", sl::presets::stable}};
+const char* const core_configurations[] = {"baseline", "original", "oracle", "stable"};
+
+struct configuration_list {
+  std::vector<configuration> run;
+  std::vector<std::string> not_run;  // ablations that train as their parent ("name (as parent)")
+};
+
+configuration_list all_configurations(const sl::presets::preset_config& stable) {
+  const auto& base = sl::presets::baseline;
+  configuration_list out;
+  out.run = {{"baseline", base}, {"original", sl::presets::original}, {"oracle", base, true}, {"stable", stable}};
+  const auto add = [&](std::string name, const sl::presets::preset_config& p, const sl::presets::preset_config& parent,
+                       const char* parent_name) {
+    if (st::same_behaviour(p, parent)) out.not_run.push_back(name + " (trains as " + parent_name + ")");
+    else out.run.push_back({std::move(name), p, false, true});
+  };
   for (const auto& r : remedies) {
-    configuration c{std::string("baseline + ") + r.name, sl::presets::baseline};
-    r.copy(c.preset, sl::presets::stable);
-    out.push_back(c);
+    auto p = base;
+    r.copy(p, stable);
+    add(std::string("baseline + ") + r.name, p, base, "baseline");
   }
   for (const auto& r : remedies) {
-    configuration c{std::string("stable - ") + r.name, sl::presets::stable};
-    r.copy(c.preset, sl::presets::baseline);
-    out.push_back(c);
+    auto p = stable;
+    r.copy(p, base);
+    add(std::string("stable - ") + r.name, p, stable, "stable");
   }
   return out;
 }
@@ -133,24 +167,32 @@ struct step_row {
   int step = 0;
   float train_total = 0;      // the configuration's weighted loss (never compared across configurations)
   float train_mel_l1 = 0;     // unweighted mel L1 of the batch against its (noisy) targets
+  float smoothed = 0;         // the Stabilizer's smoothed training loss (logged only)
   float grad_norm = 0;
-  float scale = 1;
-  bool skipped = false, corrupted = false, spike = false;
+  float scale = 1;            // the factor the gradients were multiplied by (0: optimizer step skipped)
+  st::batch_kind kind = st::batch_kind::clean;
+  bool spike = false;
   float w_mel = 1, w_stop = 1;  // adaptive multipliers used this step
+  float error_scale = nan;      // the AdaptiveHuber scale used this step (NaN: another mel term)
   double heldout = nan;         // clean held-out mel L1 (every eval_every steps)
   double validation = nan;      // validation loss at base weights (every eval_every steps)
 };
 
 struct run_record {
-  std::string config;
+  std::string config, scenario;
   int seed = 0;
+  std::string error;  // an exception's message: the run did not finish
   std::vector<step_row> rows;
   long long steps_to_target = -1;
-  double final_heldout = nan;
+  double final_heldout = nan;   // the early-stopped run: best weights when the stopper fired (or at the budget)
+  double budget_heldout = nan;  // the weights at the budget, no early stop, nothing restored
   double balanced_accuracy = nan, f1 = nan;
   double heldout_variability = nan, train_variability = nan;
-  long long spikes = 0, dampened = 0;
+  long long spikes = 0;
+  long long bad_batches = 0, bad_acted = 0;      // corrupted or non-finite batches; those scaled < 1
+  long long clean_batches = 0, clean_acted = 0;  // clean batches; those scaled < 1
   long long stop_step = -1, best_step = -1;
+  bool diverged = false;  // the weights at the budget hold a NaN or Inf
   double seconds = 0;
 };
 
@@ -164,43 +206,61 @@ void scale_grads(tts::model& g, float s) {
   for (auto b : tts::adam::blocks(g)) b *= s;
 }
 
-template <class MelTerm, class StopTerm>
-run_record run(const configuration& config, const study_settings& s, int seed, MelTerm mel_term, StopTerm stop_term) {
+bool finite_weights(tts::model& m) {
+  for (auto& b : tts::adam::blocks(m))
+    if (!b.allFinite()) return false;
+  return true;
+}
+
+/// The validation early stopper: EmaSmoother(validation_smoothing) + EarlyStopper(patience in
+/// checks, min_delta), fed one validation loss per check.
+struct validation_monitor {
+  sl::Stabilizer<sl::EmaSmoother<float>, sl::EarlyStopper<float>> guard;
+  explicit validation_monitor(const sl::presets::preset_config& p)
+      : guard(sl::EmaSmoother<float>({.factor = p.validation_smoothing}),
+              sl::EarlyStopper<float>({.patience = p.patience, .min_delta = p.min_delta})) {}
+  struct outcome {
+    bool improved = false, should_stop = false;
+  };
+  template <class Result>
+  outcome check(const Result& validation) {
+    const auto r = guard.update(validation, 0.0f);
+    return {r.improved, r.should_stop};
+  }
+};
+
+auto stop_term(const sl::presets::preset_config& p) {
+  // Label smoothing 0 gives the plain term's values: one type for every configuration.
+  return sl::LabelSmoothing<sl::BalancedBCE<float>>{sl::BalancedBCE<float>{.pos_weight = float(p.stop_pos_weight)},
+                                                    float(p.label_smoothing)};
+}
+
+template <class MelTerm>
+run_record run(const configuration& config, const st::scenario& scenario, const study_settings& s, int seed,
+               MelTerm mel_term) {
   const auto& p = config.preset;
   const auto start = std::chrono::steady_clock::now();
   run_record rec;
   rec.config = config.name;
+  rec.scenario = scenario.name;
   rec.seed = seed;
-  // The data, corruption schedule and initial weights depend on the seed only, so configurations
-  // are compared on identical runs (paired by seed).
+  // The data, batch order, schedule of bad batches and initial weights depend on the seed only,
+  // so configurations are compared on identical runs (paired by seed); two uniforms are drawn
+  // every step in every scenario, so the scenarios' schedules nest (scenarios.hpp).
   const tts::dataset data = tts::make_dataset(s.task, static_cast<unsigned long long>(seed));
   std::mt19937_64 rng(static_cast<unsigned long long>(seed) * 7919 + 17);
+  std::mt19937_64 schedule(static_cast<unsigned long long>(seed) * 104729 + 3);
+  std::mt19937_64 damage(static_cast<unsigned long long>(seed) * 1299709 + 11);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
   tts::model params(s.hidden, rng);
   tts::model grads = tts::model::zeros_like(params), best = params;
   tts::adam optimizer(params, s.learning_rate);
   optimizer.beta2 = s.beta2;
 
-  auto loss = sl::compose(sl::term(mel_term, float(p.mel_weight)), sl::term(stop_term, float(p.stop_weight)));
-  const auto validation_loss = loss;  // multipliers stay 1: the monitor keeps one scale all run
-
-  // One Stabilizer type for every configuration; a remedy that is off gets neutral settings:
-  // spike detection in report mode (never scales), adaptive bounds [1, 1], smoothing 0.
-  auto guard = sl::presets::stable_stabilizer_type<float>(
-      sl::presets::calibrated_spike_dampener<float>([&] {
-        auto spikes = sl::presets::calibrated_spikes;
-        spikes.mode = p.spike_detection ? s.spike_mode : sl::spike_mode::report;
-        return spikes;
-      }()),
-      sl::EmaSmoother<float>({.factor = p.smoothing}),
-      sl::AdaptiveWeight<2, float>({.lo = p.adaptive_weights ? p.weight_lo : 1.0,
-                                    .hi = p.adaptive_weights ? p.weight_hi : 1.0,
-                                    .rule = s.weight_rule}),
-      sl::EarlyStopper<float>({.patience = s.early_stop_on_train ? p.patience : std::numeric_limits<int>::max(),
-                               .min_delta = p.min_delta}),
-      sl::StabilityMetrics<float>{});
-  sl::Stabilizer<sl::EmaSmoother<float>, sl::EarlyStopper<float>> validation_guard(
-      sl::EmaSmoother<float>({.factor = p.smoothing}),
-      sl::EarlyStopper<float>({.patience = p.patience, .min_delta = p.min_delta}));
+  auto loss = sl::compose(sl::term(mel_term, float(p.mel_weight)), sl::term(stop_term(p), float(p.stop_weight)));
+  const auto validation_loss = loss;  // base weights, initial scale: one scale all run
+  auto guard = sl::presets::stabilizer_for<float>(p);
+  validation_monitor monitor(p);
   // The same spike measurement for every configuration: the library's mean-ratio rule (2x the
   // mean of the last 10 accepted values), report only, on the unweighted training mel L1.
   sl::SpikeDampener<float> spike_meter({.window = 10, .threshold = 2.0, .mode = sl::spike_mode::report});
@@ -212,15 +272,28 @@ run_record run(const configuration& config, const study_settings& s, int seed, M
   std::vector<int> order(data.train.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = int(i);
   std::size_t cursor = order.size();
-  std::bernoulli_distribution corrupt_now(s.task.corrupt_probability);
 
   const auto heldout_error = [&](const tts::model& m) {
     tts::forward(m, test.features, f_eval);
     return double(sl::value(sl::L1<float>{}, sl::inputs(f_eval.mel, test.mel, sl::lengths(test.lengths, test.max_frames, tts::mel_bins))).value);
   };
+  // What an early-stopped run ends with: the held-out error and stop-token scores of `m`.
+  const auto finish_with = [&](const tts::model& m) {
+    rec.final_heldout = heldout_error(m);
+    st::confusion c;
+    for (std::size_t i = 0; i < test.lengths.size(); ++i)
+      for (int t = 0; t < test.lengths[i]; ++t) {
+        const Eigen::Index row = Eigen::Index(i) * test.max_frames + t;
+        c.add(f_eval.stop(row) > 0.0f, test.stop(row) > 0.5f);
+      }
+    rec.balanced_accuracy = st::balanced_accuracy(c);
+    rec.f1 = st::f1(c);
+  };
 
   std::vector<long long> eval_steps;
-  std::vector<double> heldout_series, heldout_tail, train_series;
+  std::vector<double> heldout_series;
+  bool stopped = false;
+  rec.rows.reserve(std::size_t(s.steps));
   for (int step = 0; step < s.steps; ++step) {
     if (cursor + std::size_t(s.batch_size) > order.size()) {  // a new epoch
       std::shuffle(order.begin(), order.end(), rng);
@@ -228,38 +301,48 @@ run_record run(const configuration& config, const study_settings& s, int seed, M
     }
     tts::batch b = tts::make_batch(data.train, order, cursor, std::size_t(s.batch_size));
     cursor += std::size_t(s.batch_size);
-    if (corrupt_now(rng)) tts::corrupt(b, rng);
+    const double u_corrupt = uniform(schedule), u_non_finite = uniform(schedule);
+    switch (st::kind_of(u_corrupt, u_non_finite, scenario)) {
+      case st::batch_kind::corrupted: tts::corrupt(b, damage); break;
+      case st::batch_kind::non_finite: tts::make_non_finite(b, damage); break;
+      case st::batch_kind::clean: break;
+    }
 
     tts::forward(params, b.features, f);
     d_mel.resize(f.mel.rows(), f.mel.cols());
     d_stop.resize(f.stop.size());
-    const auto result = loss.evaluate(sl::inputs(f.mel, b.mel, sl::lengths(b.lengths, std::size_t(b.max_frames), tts::mel_bins)),
-                                      sl::inputs(f.stop, b.stop, sl::lengths(b.lengths, std::size_t(b.max_frames), 1)),
+    const auto frames = std::size_t(b.max_frames);
+    const auto result = loss.evaluate(sl::inputs(f.mel, b.mel, sl::lengths(b.lengths, frames, tts::mel_bins)),
+                                      sl::inputs(f.stop, b.stop, sl::lengths(b.lengths, frames, 1)),
                                       sl::grads(d_mel, d_stop));
     tts::backward(params, b.features, f, d_mel, d_stop, grads, d_hidden);
     const double norm = grad_norm_of(grads);
     const auto report = guard.update(result, float(norm));
+    const float scale = st::optimizer_scale(config.rule(), b.kind, report.scale);
 
     step_row row;
     row.step = step;
     row.train_total = result.total;
-    row.train_mel_l1 =
-        sl::value(sl::L1<float>{}, sl::inputs(f.mel, b.mel, sl::lengths(b.lengths, std::size_t(b.max_frames), tts::mel_bins))).value;
+    row.train_mel_l1 = sl::value(sl::L1<float>{}, sl::inputs(f.mel, b.mel, sl::lengths(b.lengths, frames, tts::mel_bins))).value;
+    row.smoothed = report.smoothed;
     row.grad_norm = float(norm);
-    row.scale = report.scale;
-    row.skipped = report.skipped;
-    row.corrupted = b.corrupted;
+    row.scale = scale;
+    row.kind = b.kind;
     row.spike = spike_meter.update(row.train_mel_l1).is_spike;
     row.w_mel = result.weights[0] / float(p.mel_weight);
     row.w_stop = result.weights[1] / float(p.stop_weight);
+    if constexpr (requires { loss.template term<0>().scale; }) row.error_scale = loss.template term<0>().scale;
     rec.spikes += row.spike;
-    rec.dampened += report.scale < 1.0f;
-    // Corrupted batches are left out: their loss measures the data, not the model (and is the same
-    // in every configuration, the data being paired by seed).
-    if (step >= int(s.variability_from * s.steps) && !b.corrupted) train_series.push_back(row.train_mel_l1);
+    if (b.kind == st::batch_kind::clean) {
+      ++rec.clean_batches;
+      rec.clean_acted += scale < 1.0f;
+    } else {
+      ++rec.bad_batches;
+      rec.bad_acted += scale < 1.0f;
+    }
 
-    if (!report.skipped) {
-      if (report.scale != 1.0f) scale_grads(grads, report.scale);
+    if (scale != 0.0f) {
+      if (scale != 1.0f) scale_grads(grads, scale);
       if (s.sgd) {
         auto p_blocks = tts::adam::blocks(params), g_blocks = tts::adam::blocks(grads);
         for (std::size_t k = 0; k < p_blocks.size(); ++k) p_blocks[k] -= float(s.learning_rate) * g_blocks[k];
@@ -267,75 +350,108 @@ run_record run(const configuration& config, const study_settings& s, int seed, M
         optimizer.step(params, grads);
       }
     }
-    sl::apply_weights(loss, report);
+    sl::apply(loss, report);
 
-    bool stop = false;
-    if (s.early_stop_on_train) {
-      if (report.improved) {
-        best = params;  // the weights after this step's update, as a checkpoint callback saves them
-        rec.best_step = step;
-      }
-      stop = report.should_stop;
-    }
     if ((step + 1) % s.eval_every == 0 || step + 1 == s.steps) {
       row.heldout = heldout_error(params);
       tts::forward(params, validation.features, f_eval);
-      const std::size_t frames = std::size_t(validation.max_frames);
+      const std::size_t v_frames = std::size_t(validation.max_frames);
       const auto v = validation_loss.evaluate(
-          sl::inputs(f_eval.mel, validation.mel, sl::lengths(validation.lengths, frames, tts::mel_bins)),
-          sl::inputs(f_eval.stop, validation.stop, sl::lengths(validation.lengths, frames, 1)));
+          sl::inputs(f_eval.mel, validation.mel, sl::lengths(validation.lengths, v_frames, tts::mel_bins)),
+          sl::inputs(f_eval.stop, validation.stop, sl::lengths(validation.lengths, v_frames, 1)));
       row.validation = v.total;
       eval_steps.push_back(step + 1);
       heldout_series.push_back(row.heldout);
-      if (step + 1 >= int(s.variability_from * s.steps)) heldout_tail.push_back(row.heldout);
-      if (!s.early_stop_on_train) {
-        const auto vr = validation_guard.update(v, 0.0f);
-        if (vr.improved) {
-          best = params;
+      if (!stopped) {  // the shadow measurement: the stopper decides, training goes on to the budget
+        const auto check = monitor.check(v);
+        if (check.improved) {
+          best = params;  // the weights after this step's update, as a checkpoint callback saves them
           rec.best_step = step + 1;
         }
-        stop = vr.should_stop;
+        if (check.should_stop) {
+          stopped = true;
+          rec.stop_step = step + 1;
+          finish_with(rec.best_step >= 0 ? best : params);
+        }
       }
     }
     rec.rows.push_back(row);
-    if (stop) {
-      rec.stop_step = step + 1;
-      break;
-    }
   }
-  if (rec.best_step >= 0) params = best;
+  rec.budget_heldout = heldout_error(params);
+  rec.diverged = !finite_weights(params);
+  if (!stopped) finish_with(rec.best_step >= 0 ? best : params);
 
-  rec.steps_to_target = st::steps_to_target(eval_steps, heldout_series, s.target);
-  rec.final_heldout = heldout_error(params);
-  st::confusion c;
-  for (std::size_t i = 0; i < test.lengths.size(); ++i)
-    for (int t = 0; t < test.lengths[i]; ++t) {
-      const Eigen::Index row = Eigen::Index(i) * test.max_frames + t;
-      c.add(f_eval.stop(row) > 0.0f, test.stop(row) > 0.5f);
-    }
-  rec.balanced_accuracy = st::balanced_accuracy(c);
-  rec.f1 = st::f1(c);
+  // The early-stopped run's curve: evaluations and steps up to the stop.
+  const long long end = stopped ? rec.stop_step : s.steps;
+  const long long from = static_cast<long long>(s.variability_from * s.steps);
+  std::vector<double> heldout_tail, train_series;
+  std::size_t evaluations = 0;
+  for (std::size_t k = 0; k < eval_steps.size() && eval_steps[k] <= end; ++k) {
+    ++evaluations;
+    if (eval_steps[k] >= from) heldout_tail.push_back(heldout_series[k]);
+  }
+  rec.steps_to_target = st::steps_to_target(std::span(eval_steps).first(evaluations),
+                                            std::span<const double>(heldout_series).first(evaluations), s.target);
+  // Bad batches are left out: their loss measures the data, not the model (and is the same in
+  // every configuration, the data being paired by seed).
+  for (const auto& row : rec.rows)
+    if (row.step >= from && row.step < end && row.kind == st::batch_kind::clean) train_series.push_back(row.train_mel_l1);
   rec.heldout_variability = st::variability(heldout_tail);
   rec.train_variability = st::variability(train_series);
   rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return rec;
 }
 
-run_record run_configuration(const configuration& c, const study_settings& s, int seed) {
+run_record run_configuration(const configuration& c, const st::scenario& scenario, const study_settings& s, int seed) {
   const auto& p = c.preset;
-  const sl::BalancedBCE<float> bce{.pos_weight = float(p.stop_pos_weight)};
-  const auto with_stop = [&](auto mel) {
-    if (p.label_smoothing > 0)
-      return run(c, s, seed, mel, sl::LabelSmoothing<sl::BalancedBCE<float>>{bce, float(p.label_smoothing)});
-    return run(c, s, seed, mel, bce);
+  switch (p.mel) {
+    case sl::presets::mel_term::huber: return run(c, scenario, s, seed, sl::Huber<float>{.delta = float(p.huber_delta)});
+    case sl::presets::mel_term::adaptive_huber:
+      return run(c, scenario, s, seed, sl::AdaptiveHuber<float>{.k = float(p.huber_k)});
+    case sl::presets::mel_term::l1: break;
+  }
+  return run(c, scenario, s, seed, sl::L1<float>{});
+}
+
+/// Builds a configuration's loss and policies once, so a bad --set value is reported before any
+/// run starts (the library's constructors and validate() check the ranges).
+void check_configuration(const configuration& c) {
+  const auto& p = c.preset;
+  const auto check_mel = [&](auto mel) {
+    if constexpr (requires { mel.validate(); }) mel.validate();
+    stop_term(p).validate();
+    auto loss = sl::compose(sl::term(mel, float(p.mel_weight)), sl::term(stop_term(p), float(p.stop_weight)));
+    (void)loss;
   };
-  if (p.huber_mel) return with_stop(sl::Huber<float>{.delta = float(s.huber_delta > 0 ? s.huber_delta : p.huber_delta)});
-  return with_stop(sl::L1<float>{});
+  switch (p.mel) {
+    case sl::presets::mel_term::huber: check_mel(sl::Huber<float>{.delta = float(p.huber_delta)}); break;
+    case sl::presets::mel_term::adaptive_huber: check_mel(sl::AdaptiveHuber<float>{.k = float(p.huber_k)}); break;
+    case sl::presets::mel_term::l1: check_mel(sl::L1<float>{}); break;
+  }
+  (void)sl::presets::stabilizer_for<float>(p);
+  validation_monitor monitor(p);
+  (void)monitor;
 }
 
 // ---- output -------------------------------------------------------------------------------
 
-std::string cell(const st::interval& i, int digits) {
+using run_set = std::vector<const run_record*>;
+
+run_set select(const std::vector<run_record>& records, const std::string& scenario, const std::string& config) {
+  run_set out;
+  for (const auto& r : records)
+    if (r.scenario == scenario && r.config == config && r.error.empty()) out.push_back(&r);
+  return out;
+}
+
+template <class F>
+std::vector<double> values_of(const run_set& runs, F f) {
+  std::vector<double> v;
+  for (const auto* r : runs) v.push_back(f(*r));
+  return v;
+}
+
+std::string format_interval(const st::interval& i, int digits) {
   char buffer[96];
   if (i.n == 0) return "-";
   if (!std::isfinite(i.half_width)) std::snprintf(buffer, sizeof buffer, "%.*f", digits, i.mean);
@@ -343,87 +459,168 @@ std::string cell(const st::interval& i, int digits) {
   return buffer;
 }
 
-template <class F>
-st::interval collect(const std::vector<const run_record*>& runs, F f) {
-  std::vector<double> v;
-  for (const auto* r : runs) v.push_back(f(*r));
-  return st::mean_ci95(v);
+/// Mean ± 95% interval over the runs; runs whose value is NaN or Inf are shown as such, not
+/// dropped silently: "0.0421 ± 0.0007 (7 finite; NaN in 3/10)", or "NaN in 10/10".
+std::string cell(const std::vector<double>& values, int digits) {
+  long long nans = 0, infs = 0;
+  for (double v : values) {
+    nans += std::isnan(v);
+    infs += std::isinf(v);
+  }
+  std::string text = format_interval(st::mean_ci95(values), digits);
+  if (nans + infs == 0) return text;
+  std::string bad;
+  const auto n = std::to_string(values.size());
+  if (nans > 0) bad += "NaN in " + std::to_string(nans) + "/" + n;
+  if (infs > 0) bad += (bad.empty() ? "" : ", ") + std::string("Inf in ") + std::to_string(infs) + "/" + n;
+  if (nans + infs == static_cast<long long>(values.size())) return bad;
+  return text + " (" + std::to_string(values.size() - std::size_t(nans + infs)) + " finite; " + bad + ")";
 }
 
-std::string table(const std::vector<configuration>& configs, const std::vector<run_record>& records,
-                  const study_settings& s) {
+double strict_mean(const std::vector<double>& values) {  // NaN if any value is not finite
+  double sum = 0;
+  for (double v : values) {
+    if (!std::isfinite(v)) return nan;
+    sum += v;
+  }
+  return values.empty() ? nan : sum / double(values.size());
+}
+
+std::string change(double value, double reference) {
+  if (!std::isfinite(value) || !std::isfinite(reference)) return "n/a (non-finite runs)";
+  char buffer[32];
+  std::snprintf(buffer, sizeof buffer, "%+.0f%%", 100.0 * (value / reference - 1.0));
+  return buffer;
+}
+
+const auto steps_or_budget = [](const study_settings& s) {
+  return [&s](const run_record& r) { return r.steps_to_target >= 0 ? double(r.steps_to_target) : double(s.steps); };
+};
+const auto stop_or_budget = [](const study_settings& s) {
+  return [&s](const run_record& r) { return r.stop_step >= 0 ? double(r.stop_step) : double(s.steps); };
+};
+
+std::string scenario_title(const st::scenario& sc) {
+  char buffer[160];
+  if (sc.non_finite_probability > 0)
+    std::snprintf(buffer, sizeof buffer, "%s: corrupted batches %g, non-finite batches %g", sc.name.c_str(),
+                  sc.corrupt_probability, sc.non_finite_probability);
+  else
+    std::snprintf(buffer, sizeof buffer, "%s: corrupted batches %g", sc.name.c_str(), sc.corrupt_probability);
+  return buffer;
+}
+
+std::string scenario_tables(const st::scenario& sc, const std::vector<configuration>& configs,
+                            const std::vector<run_record>& records, const study_settings& s) {
   std::ostringstream out;
-  out << "| configuration | final held-out mel L1 | steps to " << s.target << " (reached) | held-out variability | "
-         "train variability | stop balanced acc. | stop F1 | spikes | dampened | early stop step (stopped) |\n"
-         "|---|---|---|---|---|---|---|---|---|---|\n";
+  out << "\n## " << scenario_title(sc) << "\n\n"
+      << "| configuration | final held-out mel L1 | steps to " << s.target << " (reached) | held-out variability | "
+         "train variability | stop balanced acc. | stop F1 | spikes | bad batches acted on | clean batches acted on | "
+         "early stop step (stopped) | held-out at budget | weights NaN at budget |\n"
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const auto& c : configs) {
-    std::vector<const run_record*> runs;
-    for (const auto& r : records)
-      if (r.config == c.name) runs.push_back(&r);
+    const auto runs = select(records, sc.name, c.name);
     if (runs.empty()) continue;
-    long long reached = 0, stopped = 0;
+    long long reached = 0, stopped = 0, bad = 0, bad_acted = 0, clean = 0, clean_acted = 0, diverged = 0;
     for (const auto* r : runs) {
       reached += r->steps_to_target >= 0;
       stopped += r->stop_step >= 0;
+      bad += r->bad_batches;
+      bad_acted += r->bad_acted;
+      clean += r->clean_batches;
+      clean_acted += r->clean_acted;
+      diverged += r->diverged;
     }
-    const auto to_target = collect(runs, [](const run_record& r) { return r.steps_to_target >= 0 ? double(r.steps_to_target) : nan; });
-    const auto stop_step = collect(runs, [&](const run_record& r) { return r.stop_step >= 0 ? double(r.stop_step) : double(s.steps); });
-    out << "| " << c.name << " | " << cell(collect(runs, [](const run_record& r) { return r.final_heldout; }), 4)
-        << " | " << cell(to_target, 0) << " (" << reached << "/" << runs.size() << ")"
-        << " | " << cell(collect(runs, [](const run_record& r) { return r.heldout_variability; }), 4)
-        << " | " << cell(collect(runs, [](const run_record& r) { return r.train_variability; }), 3)
-        << " | " << cell(collect(runs, [](const run_record& r) { return r.balanced_accuracy; }), 3)
-        << " | " << cell(collect(runs, [](const run_record& r) { return r.f1; }), 3)
-        << " | " << cell(collect(runs, [](const run_record& r) { return double(r.spikes); }), 1)
-        << " | " << cell(collect(runs, [](const run_record& r) { return double(r.dampened); }), 1)
-        << " | " << cell(stop_step, 0) << " (" << stopped << "/" << runs.size() << ") |\n";
+    const auto n = std::to_string(runs.size());
+    out << "| " << c.name << " | " << cell(values_of(runs, [](const run_record& r) { return r.final_heldout; }), 4)
+        << " | "
+        << format_interval(st::mean_ci95(values_of(runs, [](const run_record& r) {
+                             return r.steps_to_target >= 0 ? double(r.steps_to_target) : nan;  // over the runs that reached it
+                           })), 0)
+        << " (" << reached << "/" << n << ")"
+        << " | " << cell(values_of(runs, [](const run_record& r) { return r.heldout_variability; }), 4)
+        << " | " << cell(values_of(runs, [](const run_record& r) { return r.train_variability; }), 3)
+        << " | " << cell(values_of(runs, [](const run_record& r) { return r.balanced_accuracy; }), 3)
+        << " | " << cell(values_of(runs, [](const run_record& r) { return r.f1; }), 3)
+        << " | " << cell(values_of(runs, [](const run_record& r) { return double(r.spikes); }), 1)
+        << " | " << bad_acted << "/" << bad << " | " << clean_acted << "/" << clean
+        << " | " << format_interval(st::mean_ci95(values_of(runs, stop_or_budget(s))), 0) << " (" << stopped << "/" << n << ")"
+        << " | " << cell(values_of(runs, [](const run_record& r) { return r.budget_heldout; }), 4)
+        << " | " << diverged << "/" << n << " |\n";
   }
-  // Each configuration against the baseline, as changes of the means (the study's goal:
-  // stable needs <= -25% steps to target and <= -50% variability at a final error no worse).
-  std::vector<const run_record*> base;
-  for (const auto& r : records)
-    if (r.config == "baseline") base.push_back(&r);
-  if (base.empty()) return out.str();
-  const auto mean_of = [&](const std::vector<const run_record*>& runs, auto f) { return collect(runs, f).mean; };
-  const auto to_target = [&](const run_record& r) { return r.steps_to_target >= 0 ? double(r.steps_to_target) : double(s.steps); };
-  const auto final_error = [](const run_record& r) { return r.final_heldout; };
-  const auto heldout_var = [](const run_record& r) { return r.heldout_variability; };
-  const auto train_var = [](const run_record& r) { return r.train_variability; };
-  const auto change = [](double value, double reference) {
-    char buffer[32];
-    std::snprintf(buffer, sizeof buffer, "%+.0f%%", 100.0 * (value / reference - 1.0));
-    return std::string(buffer);
+
+  // Each configuration against a reference, as changes of the means.
+  const auto against = [&](const std::string& reference) {
+    const auto ref = select(records, sc.name, reference);
+    if (ref.empty()) return;
+    const auto metric_mean = [](const run_set& runs, auto f) { return strict_mean(values_of(runs, f)); };
+    const auto final_error = [](const run_record& r) { return r.final_heldout; };
+    const auto budget_error = [](const run_record& r) { return r.budget_heldout; };
+    const auto heldout_var = [](const run_record& r) { return r.heldout_variability; };
+    const auto train_var = [](const run_record& r) { return r.train_variability; };
+    out << "\nChange of the mean against " << reference << " (steps to target: a run that never reaches it counts as "
+        << s.steps << "):\n\n| configuration | steps to target | held-out variability | train variability | final "
+           "held-out mel L1 | held-out at budget |\n|---|---|---|---|---|---|\n";
+    for (const auto& c : configs) {
+      if (c.name == reference) continue;
+      const auto runs = select(records, sc.name, c.name);
+      if (runs.empty()) continue;
+      out << "| " << c.name << " | " << change(metric_mean(runs, steps_or_budget(s)), metric_mean(ref, steps_or_budget(s)))
+          << " | " << change(metric_mean(runs, heldout_var), metric_mean(ref, heldout_var)) << " | "
+          << change(metric_mean(runs, train_var), metric_mean(ref, train_var)) << " | "
+          << change(metric_mean(runs, final_error), metric_mean(ref, final_error)) << " | "
+          << change(metric_mean(runs, budget_error), metric_mean(ref, budget_error)) << " |\n";
+    }
   };
-  out << "\nChange of the mean against the baseline (steps to target: a run that never reaches it counts as "
-      << s.steps << "):\n\n| configuration | steps to target | held-out variability | train variability | final "
-         "held-out mel L1 |\n|---|---|---|---|---|\n";
+  against("baseline");
+  against("oracle");
+
+  // The shadow measurement: every run trained to the budget, so each one says both what early
+  // stopping ended with and what training to the budget ended with.
+  out << "\nEarly stopping against training to the budget (every run trains to " << s.steps
+      << " steps; \"at stop\" is the held-out error of the best weights when the validation stopper fired, or at the "
+         "budget if it never did; the difference is paired by run):\n\n"
+         "| configuration | stopped | stop step (stopped runs) | steps used | error at stop | error at budget | "
+         "at stop - at budget | runs at stop <= at budget |\n|---|---|---|---|---|---|---|---|\n";
   for (const auto& c : configs) {
-    if (c.name == "baseline") continue;
-    std::vector<const run_record*> runs;
-    for (const auto& r : records)
-      if (r.config == c.name) runs.push_back(&r);
+    const auto runs = select(records, sc.name, c.name);
     if (runs.empty()) continue;
-    out << "| " << c.name << " | " << change(mean_of(runs, to_target), mean_of(base, to_target)) << " | "
-        << change(mean_of(runs, heldout_var), mean_of(base, heldout_var)) << " | "
-        << change(mean_of(runs, train_var), mean_of(base, train_var)) << " | "
-        << change(mean_of(runs, final_error), mean_of(base, final_error)) << " |\n";
+    long long stopped = 0, no_worse = 0;
+    std::vector<double> stop_steps, differences;
+    for (const auto* r : runs) {
+      if (r->stop_step >= 0) {
+        ++stopped;
+        stop_steps.push_back(double(r->stop_step));
+      }
+      // A NaN at the budget is worse than any finite error at the stop.
+      no_worse += r->final_heldout <= r->budget_heldout || (std::isfinite(r->final_heldout) && !std::isfinite(r->budget_heldout));
+      differences.push_back(r->final_heldout - r->budget_heldout);
+    }
+    const double used = strict_mean(values_of(runs, stop_or_budget(s)));
+    char saved[48];
+    std::snprintf(saved, sizeof saved, " (%+.0f%%)", 100.0 * (used / double(s.steps) - 1.0));
+    const auto n = std::to_string(runs.size());
+    out << "| " << c.name << " | " << stopped << "/" << n << " | " << format_interval(st::mean_ci95(stop_steps), 0)
+        << " | " << format_interval(st::mean_ci95(values_of(runs, stop_or_budget(s))), 0) << saved << " | "
+        << cell(values_of(runs, [](const run_record& r) { return r.final_heldout; }), 4) << " | "
+        << cell(values_of(runs, [](const run_record& r) { return r.budget_heldout; }), 4) << " | " << cell(differences, 4)
+        << " | " << no_worse << "/" << n << " |\n";
   }
   return out.str();
 }
 
-// Mean and 95% band over seeds per step for one configuration: held-out error (carried forward
-// from the last evaluation, and after an early stop) and the unweighted training mel L1 (over
-// the seeds still training at that step whose batch was not corrupted: a corrupted batch's loss
-// says nothing about the model, and the seeds share their data, so those spikes would hide the
+// Mean and 95% band over seeds per step for one configuration in one scenario: held-out error
+// (carried forward from the last evaluation; every run trains to the budget) and the unweighted
+// training mel L1 (over the seeds whose batch was clean at that step: a bad batch's loss says
+// nothing about the model, and the seeds share their data, so those spikes would hide the
 // difference between configurations).
 struct curve_point {
   st::interval heldout, train;
 };
-std::vector<curve_point> curves(const std::vector<run_record>& records, const std::string& name, int steps) {
+std::vector<curve_point> curves(const std::vector<run_record>& records, const std::string& scenario,
+                                const std::string& name, int steps) {
   std::vector<curve_point> out(static_cast<std::size_t>(steps));
-  std::vector<const run_record*> runs;
-  for (const auto& r : records)
-    if (r.config == name) runs.push_back(&r);
+  const auto runs = select(records, scenario, name);
   std::vector<std::vector<double>> heldout(static_cast<std::size_t>(steps)), train(static_cast<std::size_t>(steps));
   for (const auto* r : runs) {
     double last = nan;
@@ -431,7 +628,7 @@ std::vector<curve_point> curves(const std::vector<run_record>& records, const st
       if (std::size_t(step) < r->rows.size()) {
         const auto& row = r->rows[std::size_t(step)];
         if (!std::isnan(row.heldout)) last = row.heldout;
-        if (!row.corrupted) train[std::size_t(step)].push_back(row.train_mel_l1);
+        if (row.kind == st::batch_kind::clean) train[std::size_t(step)].push_back(row.train_mel_l1);
       }
       heldout[std::size_t(step)].push_back(last);
     }
@@ -440,58 +637,19 @@ std::vector<curve_point> curves(const std::vector<run_record>& records, const st
   return out;
 }
 
-void write_outputs(const std::vector<configuration>& configs, const std::vector<run_record>& records,
-                   const study_settings& s, double wall_s) {
-  namespace fs = std::filesystem;
-  fs::create_directories(s.out);
-  const fs::path dir(s.out);
-  {
-    std::ofstream csv(dir / "steps.csv");
-    csv << "config,seed,step,train_loss_weighted,train_mel_l1,grad_norm,scale,skipped,corrupted,spike,"
-           "multiplier_mel,multiplier_stop,heldout_mel_l1,validation_loss\n";
-    char line[512];
-    for (const auto& r : records)
-      for (const auto& row : r.rows) {
-        std::snprintf(line, sizeof line, "%s,%d,%d,%.6g,%.6g,%.6g,%.6g,%d,%d,%d,%.5g,%.5g,", r.config.c_str(), r.seed,
-                      row.step, double(row.train_total), double(row.train_mel_l1), double(row.grad_norm),
-                      double(row.scale), int(row.skipped), int(row.corrupted), int(row.spike), double(row.w_mel),
-                      double(row.w_stop));
-        csv << line;
-        if (!std::isnan(row.heldout)) {
-          std::snprintf(line, sizeof line, "%.6g,%.6g", row.heldout, row.validation);
-          csv << line;
-        } else {
-          csv << ",";
-        }
-        csv << "\n";
-      }
-  }
-  {
-    std::ofstream csv(dir / "runs.csv");
-    csv << "config,seed,final_heldout_mel_l1,steps_to_target,heldout_variability,train_variability,"
-           "stop_balanced_accuracy,stop_f1,spikes,dampened,stop_step,best_step,seconds\n";
-    for (const auto& r : records)
-      csv << r.config << "," << r.seed << "," << r.final_heldout << "," << r.steps_to_target << ","
-          << r.heldout_variability << "," << r.train_variability << "," << r.balanced_accuracy << "," << r.f1 << ","
-          << r.spikes << "," << r.dampened << "," << r.stop_step << "," << r.best_step << "," << r.seconds << "\n";
-  }
-  const std::string markdown = table(configs, records, s);
-  {
-    std::ofstream md(dir / "results.md");
-    md << "# tts_stability results\n\n" << s.seeds << " seeds per configuration, " << s.steps
-       << " steps at most, batch " << s.batch_size << ", hidden " << s.hidden << ", " << (s.sgd ? "SGD" : "Adam")
-       << " lr " << s.learning_rate << ", corrupted batch probability " << s.task.corrupt_probability
-       << (s.huber_delta > 0 ? ", Huber delta overridden to " + std::to_string(s.huber_delta) : std::string())
-       << ", early stopping on " << (s.early_stop_on_train ? "the smoothed training loss (per step)" : "the validation loss (every " + std::to_string(s.eval_every) + " steps)")
-       << "; wall time " << wall_s << " s. Mean ± 95% interval (Student t) over seeds.\n\n"
-       << markdown;
-  }
-  std::printf("%s", markdown.c_str());
+void plot(const std::filesystem::path& script, const std::filesystem::path& png) {
+  const std::string command = "gnuplot '" + script.string() + "'";
+  if (std::system(command.c_str()) != 0)
+    std::fprintf(stderr, "tts_stability: gnuplot failed or is missing; %s is not written (the CSVs are)\n",
+                 png.string().c_str());
+  else
+    std::fprintf(stderr, "tts_stability: wrote %s\n", png.string().c_str());
+}
 
-  const bool have_pair = std::any_of(records.begin(), records.end(), [](const auto& r) { return r.config == "baseline"; }) &&
-                         std::any_of(records.begin(), records.end(), [](const auto& r) { return r.config == "stable"; });
-  if (!have_pair) return;
-  const auto base = curves(records, "baseline", s.steps), stable = curves(records, "stable", s.steps);
+void write_curves(const std::vector<run_record>& records, const study_settings& s, const std::string& scenario,
+                  const std::filesystem::path& dir) {
+  if (select(records, scenario, "baseline").empty() || select(records, scenario, "stable").empty()) return;
+  const auto base = curves(records, scenario, "baseline", s.steps), stable = curves(records, scenario, "stable", s.steps);
   {
     std::ofstream csv(dir / "curves.csv");
     csv << "step,baseline_heldout,baseline_heldout_lo,baseline_heldout_hi,stable_heldout,stable_heldout_lo,"
@@ -518,8 +676,8 @@ void write_outputs(const std::vector<configuration>& configs, const std::vector<
           "set datafile separator ','\nset datafile missing 'NaN'\nset key top right\nset grid\n"
           // Log axes with autoscale yfix lose their labels inside one decade: name the ticks.
           "set ytics (0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, 1, 1.5, 2, 3, 5)\n"
-          "set multiplot layout 2,1 title 'tts\\_stability: baseline vs stable (mean and 95% band over "
-       << s.seeds << " seeds)'\n"
+          "set multiplot layout 2,1 title 'tts\\_stability: baseline vs stable, scenario "
+       << scenario << " (mean and 95% band over " << s.seeds << " seeds)'\n"
           "set logscale y\nset autoscale yfix\nset ylabel 'held-out mel L1 (clean targets)'\n"
           "set arrow from graph 0, first " << s.target << " to graph 1, first " << s.target << " nohead dt 2 lc rgb 'gray'\n"
           "plot '" << (dir / "curves.csv").string() << "' using 1:3:4 every ::1 with filledcurves lc rgb '#f4a6a6' fs transparent solid 0.4 notitle, "
@@ -533,23 +691,164 @@ void write_outputs(const std::vector<configuration>& configs, const std::vector<
           "'' using 1:11 every ::1 with lines lw 1 lc rgb '#1f5fa8' title 'stable'\n"
           "unset multiplot\n";
   }
-  const std::string command = "gnuplot '" + (dir / "curves.gp").string() + "'";
-  if (std::system(command.c_str()) != 0)
-    std::fprintf(stderr, "tts_stability: gnuplot failed or is missing; %s is not written (the CSVs are)\n",
-                 (dir / "curves.png").string().c_str());
-  else
-    std::fprintf(stderr, "tts_stability: wrote %s\n", (dir / "curves.png").string().c_str());
+  plot(dir / "curves.gp", dir / "curves.png");
 }
 
-[[noreturn]] void usage(const char* message) {
+// Steps to target (a run that never reaches it counts as the budget) and the final held-out
+// error (early-stopped runs) against the corruption rate, over the scenarios without non-finite
+// batches; one line per core configuration with its 95% band.
+void write_sweep(const std::vector<run_record>& records, const study_settings& s, const std::filesystem::path& dir) {
+  std::vector<st::scenario> sweep;
+  for (const auto& sc : s.scenarios)
+    if (sc.non_finite_probability == 0) sweep.push_back(sc);
+  std::sort(sweep.begin(), sweep.end(), [](const auto& a, const auto& b) { return a.corrupt_probability < b.corrupt_probability; });
+  if (sweep.size() < 2) return;
+  std::vector<std::string> lines;
+  for (const char* name : core_configurations)
+    if (std::any_of(sweep.begin(), sweep.end(), [&](const auto& sc) { return !select(records, sc.name, name).empty(); }))
+      lines.emplace_back(name);
+  if (lines.empty()) return;
+  {
+    std::ofstream csv(dir / "sweep.csv");
+    csv << "corrupt_probability";
+    for (const auto& name : lines)
+      for (const char* metric : {"_steps", "_steps_lo", "_steps_hi", "_error", "_error_lo", "_error_hi"}) csv << "," << name << metric;
+    csv << "\n";
+    const auto put = [&](const st::interval& i, bool all_finite) {
+      const double h = std::isfinite(i.half_width) ? i.half_width : 0.0;
+      if (i.n == 0 || !all_finite) csv << ",NaN,NaN,NaN";
+      else csv << "," << i.mean << "," << i.mean - h << "," << i.mean + h;
+    };
+    for (const auto& sc : sweep) {
+      csv << sc.corrupt_probability;
+      for (const auto& name : lines) {
+        const auto runs = select(records, sc.name, name);
+        const auto steps = values_of(runs, steps_or_budget(s));
+        const auto errors = values_of(runs, [](const run_record& r) { return r.final_heldout; });
+        put(st::mean_ci95(steps), true);
+        put(st::mean_ci95(errors), std::isfinite(strict_mean(errors)));
+      }
+      csv << "\n";
+    }
+  }
+  {
+    const char* colors[] = {"#c0392b", "#7f8c8d", "#27ae60", "#1f5fa8"};
+    std::ofstream gp(dir / "sweep.gp");
+    gp << "set terminal pngcairo size 1100,800 font ',10'\n"
+          "set output '" << (dir / "sweep.png").string() << "'\n"
+          "set datafile separator ','\nset datafile missing 'NaN'\nset key top left\nset grid\n"
+          "set multiplot layout 2,1 title 'tts\\_stability: against the corrupted-batch rate (mean and 95% band over "
+       << s.seeds << " seeds)'\n"
+          "set ylabel 'steps to held-out mel L1 " << s.target << " (never = " << s.steps << ")'\n";
+    const auto panel = [&](int offset) {
+      gp << "plot ";
+      for (std::size_t k = 0; k < lines.size(); ++k) {
+        const int column = 2 + int(k) * 6 + offset;
+        const char* color = colors[std::find(std::begin(core_configurations), std::end(core_configurations), lines[k]) -
+                                   std::begin(core_configurations)];
+        gp << (k == 0 ? "'" + (dir / "sweep.csv").string() + "'" : std::string("''")) << " using 1:" << column + 1 << ":"
+           << column + 2 << " with filledcurves lc rgb '" << color << "' fs transparent solid 0.2 notitle, '' using 1:"
+           << column << " with linespoints lw 2 pt 7 lc rgb '" << color << "' title '" << lines[k] << "'"
+           << (k + 1 < lines.size() ? ", " : "\n");
+      }
+    };
+    panel(0);
+    gp << "set xlabel 'probability of a corrupted batch'\nset ylabel 'final held-out mel L1 (early-stopped)'\n";
+    panel(3);
+    gp << "unset multiplot\n";
+  }
+  plot(dir / "sweep.gp", dir / "sweep.png");
+}
+
+const char* kind_name(st::batch_kind k) {
+  switch (k) {
+    case st::batch_kind::clean: return "clean";
+    case st::batch_kind::corrupted: return "corrupted";
+    case st::batch_kind::non_finite: return "non_finite";
+  }
+  return "?";
+}
+
+void write_outputs(const std::vector<configuration>& configs, const std::vector<std::string>& not_run,
+                   const std::vector<run_record>& records, const study_settings& s, double wall_s) {
+  namespace fs = std::filesystem;
+  fs::create_directories(s.out);
+  const fs::path dir(s.out);
+  {
+    std::ofstream csv(dir / "steps.csv");
+    csv << "scenario,config,seed,step,batch,train_loss_weighted,train_mel_l1,smoothed,grad_norm,scale,spike,"
+           "multiplier_mel,multiplier_stop,error_scale_mel,heldout_mel_l1,validation_loss\n";
+    char line[512];
+    for (const auto& r : records)
+      for (const auto& row : r.rows) {
+        std::snprintf(line, sizeof line, "%s,%s,%d,%d,%s,%.6g,%.6g,%.6g,%.6g,%.6g,%d,%.5g,%.5g,%.5g,", r.scenario.c_str(),
+                      r.config.c_str(), r.seed, row.step, kind_name(row.kind), double(row.train_total),
+                      double(row.train_mel_l1), double(row.smoothed), double(row.grad_norm), double(row.scale),
+                      int(row.spike), double(row.w_mel), double(row.w_stop), double(row.error_scale));
+        csv << line;
+        if (!std::isnan(row.heldout) || !std::isnan(row.validation)) {
+          std::snprintf(line, sizeof line, "%.6g,%.6g", row.heldout, row.validation);
+          csv << line;
+        } else {
+          csv << ",";
+        }
+        csv << "\n";
+      }
+  }
+  {
+    std::ofstream csv(dir / "runs.csv");
+    csv << "scenario,config,seed,final_heldout_mel_l1,budget_heldout_mel_l1,steps_to_target,heldout_variability,"
+           "train_variability,stop_balanced_accuracy,stop_f1,spikes,bad_batches,bad_acted,clean_batches,clean_acted,"
+           "stop_step,best_step,diverged,seconds,error\n";
+    for (const auto& r : records)
+      csv << r.scenario << "," << r.config << "," << r.seed << "," << r.final_heldout << "," << r.budget_heldout << ","
+          << r.steps_to_target << "," << r.heldout_variability << "," << r.train_variability << ","
+          << r.balanced_accuracy << "," << r.f1 << "," << r.spikes << "," << r.bad_batches << "," << r.bad_acted << ","
+          << r.clean_batches << "," << r.clean_acted << "," << r.stop_step << "," << r.best_step << "," << int(r.diverged)
+          << "," << r.seconds << ",\"" << r.error << "\"\n";
+  }
+  std::ostringstream markdown;
+  for (const auto& sc : s.scenarios) markdown << scenario_tables(sc, configs, records, s);
+  long long failed = 0;
+  for (const auto& r : records) failed += !r.error.empty();
+  {
+    std::ofstream md(dir / "results.md");
+    md << "# tts_stability results\n\n" << s.seeds << " seeds (" << s.first_seed << ".." << s.first_seed + s.seeds - 1
+       << ") per configuration and scenario, " << s.steps << " steps (batches consumed, skipped ones included), batch "
+       << s.batch_size << ", hidden " << s.hidden << ", " << s.task.train_sequences << " training sequences, "
+       << (s.sgd ? "SGD" : "Adam") << " lr " << s.learning_rate << (s.sgd ? "" : ", beta2 " + std::to_string(s.beta2))
+       << ", early stopping on the validation loss every " << s.eval_every << " steps (every run trains to the budget)"
+       << "; wall time " << wall_s << " s on " << s.threads << " threads. Mean ± 95% interval (Student t) over seeds.\n\n"
+       << "stable preset" << (s.overrides.empty() ? "" : " with --set " + s.overrides) << ": `"
+       << st::preset_text(s.stable) << "`\n\n"
+       << "Ablations run at " << (s.ablations_everywhere ? "every scenario" : "the default scenario only") << ".";
+    if (!not_run.empty()) {
+      md << " Not run (identical training to their parent):";
+      for (const auto& n : not_run) md << " " << n << ";";
+    }
+    if (failed > 0) md << "\n\n**" << failed << " runs failed with an exception; see runs.csv's error column.**";
+    md << "\n" << markdown.str();
+  }
+  std::printf("%s", markdown.str().c_str());
+  const bool has_default = std::any_of(s.scenarios.begin(), s.scenarios.end(), [](const auto& sc) { return sc.name == default_scenario; });
+  write_curves(records, s, has_default ? default_scenario : s.scenarios.front().name, dir);
+  write_sweep(records, s, dir);
+}
+
+[[noreturn]] void usage(const std::string& message) {
   std::fprintf(stderr,
                "tts_stability: %s\n"
                "usage: tts_stability [--full] [--seeds N] [--first-seed N] [--steps N] [--threads N] [--out DIR]\n"
-               "                     [--configs NAME,NAME,...] [--early-stop-on validation|train]\n"
-               "                     [--target X] [--eval-every N] [--lr X] [--optimizer adam|sgd]\n"
-               "                     [--corrupt P] [--huber-delta X] [--spike-mode dampen|skip]\n"
-               "                     [--weight-rule share_and_rate|dwa] [--adam-beta2 X] [--list]\n",
-               message);
+               "                     [--configs NAME,NAME,...] [--scenarios NAME,NAME,...] [--ablations-everywhere]\n"
+               "                     [--set FIELD=VALUE,...] [--target X] [--eval-every N] [--lr X]\n"
+               "                     [--optimizer adam|sgd] [--adam-beta2 X] [--list]\n"
+               "scenarios: p<P> (corrupted batches with probability P), p<P>+nf<Q> (and non-finite batches with\n"
+               "           probability Q), nonfinite (= p0.05+nf0.01); default p0,p0.05,p0.1,p0.2,nonfinite\n"
+               "--set fields (the stable preset): mel (l1|huber|adaptive_huber), huber_delta, huber_k, scale_factor,\n"
+               "           mel_weight, stop_pos_weight, label_smoothing, stop_weight, adaptive_weights (0|1),\n"
+               "           weight_lo, weight_hi, smoothing, spike_detection (0|1), spikes (dampen|skip), patience,\n"
+               "           min_delta, validation_smoothing\n",
+               message.c_str());
   std::exit(2);
 }
 
@@ -558,86 +857,117 @@ void write_outputs(const std::vector<configuration>& configs, const std::vector<
 int main(int argc, char** argv) {
   study_settings s;
   s.threads = std::max(1, std::min(2, int(std::thread::hardware_concurrency())));
-  const auto configs_all = all_configurations();
+  bool list = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const auto next = [&]() -> std::string {
-      if (i + 1 >= argc) usage(("missing value after " + arg).c_str());
+      if (i + 1 >= argc) usage("missing value after " + arg);
       return argv[++i];
     };
     const auto number = [&](double lo) {
       const std::string text = next();
       char* end = nullptr;
       const double v = std::strtod(text.c_str(), &end);
-      if (end == text.c_str() || *end != '\0' || !(v >= lo)) usage((arg + ": bad value '" + text + "'").c_str());
+      if (end == text.c_str() || *end != '\0' || !(v >= lo)) usage(arg + ": bad value '" + text + "'");
       return v;
     };
-    if (arg == "--full") {
-      s.seeds = 20;
-      s.steps = 2000;
-      s.task.train_sequences = 400;
-      s.task.test_sequences = s.task.validation_sequences = 16;
-    } else if (arg == "--seeds") s.seeds = int(number(1));
-    else if (arg == "--first-seed") s.first_seed = int(number(0));
-    else if (arg == "--steps") s.steps = int(number(1));
-    else if (arg == "--threads") s.threads = int(number(1));
-    else if (arg == "--eval-every") s.eval_every = int(number(1));
-    else if (arg == "--target") s.target = number(0);
-    else if (arg == "--lr") s.learning_rate = number(0);
-    else if (arg == "--corrupt") s.task.corrupt_probability = number(0);
-    else if (arg == "--huber-delta") s.huber_delta = number(0);
-    else if (arg == "--optimizer") {
-      const std::string v = next();
-      if (v != "adam" && v != "sgd") usage("--optimizer: adam or sgd");
-      s.sgd = v == "sgd";
-    } else if (arg == "--spike-mode") {
-      const std::string v = next();
-      if (v != "dampen" && v != "skip") usage("--spike-mode: dampen or skip");
-      s.spike_mode = v == "skip" ? sl::spike_mode::skip : sl::spike_mode::dampen;
-    } else if (arg == "--adam-beta2") {
-      s.beta2 = number(0);
-      if (!(s.beta2 < 1)) usage("--adam-beta2: a value in [0, 1)");
-    } else if (arg == "--weight-rule") {
-      const std::string v = next();
-      if (v != "share_and_rate" && v != "dwa") usage("--weight-rule: share_and_rate or dwa");
-      s.weight_rule = v == "dwa" ? sl::weight_rule::dwa : sl::weight_rule::share_and_rate;
-    } else if (arg == "--out") s.out = next();
-    else if (arg == "--early-stop-on") {
-      const std::string v = next();
-      if (v != "train" && v != "validation") usage("--early-stop-on: train or validation");
-      s.early_stop_on_train = v == "train";
-    } else if (arg == "--configs") {
-      std::stringstream list(next());
-      for (std::string name; std::getline(list, name, ',');) s.only.push_back(name);
-    } else if (arg == "--list") {
-      for (const auto& c : configs_all) std::printf("%s\n", c.name.c_str());
-      return 0;
-    } else usage(("unknown argument " + arg).c_str());
+    try {
+      if (arg == "--full") {
+        s.seeds = 20;
+        s.steps = 2000;
+        s.task.train_sequences = 400;
+        s.task.test_sequences = s.task.validation_sequences = 16;
+      } else if (arg == "--seeds") s.seeds = int(number(1));
+      else if (arg == "--first-seed") s.first_seed = int(number(0));
+      else if (arg == "--steps") s.steps = int(number(1));
+      else if (arg == "--threads") s.threads = int(number(1));
+      else if (arg == "--eval-every") s.eval_every = int(number(1));
+      else if (arg == "--target") s.target = number(0);
+      else if (arg == "--lr") s.learning_rate = number(0);
+      else if (arg == "--optimizer") {
+        const std::string v = next();
+        if (v != "adam" && v != "sgd") usage("--optimizer: adam or sgd");
+        s.sgd = v == "sgd";
+      } else if (arg == "--adam-beta2") {
+        s.beta2 = number(0);
+        if (!(s.beta2 < 1)) usage("--adam-beta2: a value in [0, 1)");
+      } else if (arg == "--out") s.out = next();
+      else if (arg == "--configs") {
+        std::stringstream names(next());
+        for (std::string name; std::getline(names, name, ',');) s.only.push_back(name);
+      } else if (arg == "--scenarios") s.scenarios = st::parse_scenarios(next());
+      else if (arg == "--set") {
+        const std::string text = next();
+        st::set_fields(s.stable, text);
+        s.overrides += (s.overrides.empty() ? "" : ",") + text;
+      } else if (arg == "--ablations-everywhere") s.ablations_everywhere = true;
+      else if (arg == "--list") list = true;
+      else usage("unknown argument " + arg);
+    } catch (const std::invalid_argument& e) {
+      usage(e.what());
+    }
   }
+  const auto all = all_configurations(s.stable);
+  if (list) {
+    for (const auto& c : all.run) std::printf("%s\n", c.name.c_str());
+    for (const auto& n : all.not_run) std::printf("(not run: %s)\n", n.c_str());
+    return 0;
+  }
+  for (const auto& name : s.only)
+    if (std::none_of(all.run.begin(), all.run.end(), [&](const auto& c) { return c.name == name; }) &&
+        std::none_of(all.not_run.begin(), all.not_run.end(), [&](const auto& n) { return n.rfind(name + " (", 0) == 0; }))
+      usage("--configs: no configuration '" + name + "' (see --list)");
   std::vector<configuration> configs;
-  for (const auto& c : configs_all)
+  for (const auto& c : all.run)
     if (s.only.empty() || std::find(s.only.begin(), s.only.end(), c.name) != s.only.end()) configs.push_back(c);
-  if (configs.empty()) usage("--configs matches no configuration (see --list)");
+  if (configs.empty()) usage("--configs matches no configuration that runs (see --list)");
+  for (const auto& c : configs) {
+    try {
+      check_configuration(c);
+    } catch (const std::exception& e) {
+      usage("configuration '" + c.name + "': " + e.what());
+    }
+  }
 
+  // Ablations at the default scenario (or the first listed, if it is not), unless asked everywhere.
+  const bool has_default = std::any_of(s.scenarios.begin(), s.scenarios.end(), [](const auto& sc) { return sc.name == default_scenario; });
+  const std::string ablation_scenario = has_default ? default_scenario : s.scenarios.front().name;
   struct job {
-    std::size_t config;
+    std::size_t config, scenario;
     int seed;
   };
   std::vector<job> jobs;
-  for (std::size_t c = 0; c < configs.size(); ++c)
-    for (int seed = s.first_seed; seed < s.first_seed + s.seeds; ++seed) jobs.push_back({c, seed});
+  for (std::size_t k = 0; k < s.scenarios.size(); ++k)
+    for (std::size_t c = 0; c < configs.size(); ++c) {
+      if (configs[c].ablation && !s.ablations_everywhere && s.scenarios[k].name != ablation_scenario) continue;
+      for (int seed = s.first_seed; seed < s.first_seed + s.seeds; ++seed) jobs.push_back({c, k, seed});
+    }
   std::vector<run_record> records(jobs.size());
   std::atomic<std::size_t> next_job{0}, done{0};
   std::mutex log;
   const auto start = std::chrono::steady_clock::now();
   const auto worker = [&] {
     for (std::size_t j; (j = next_job++) < jobs.size();) {
-      records[j] = run_configuration(configs[jobs[j].config], s, jobs[j].seed);
+      const auto& c = configs[jobs[j].config];
+      const auto& sc = s.scenarios[jobs[j].scenario];
+      try {
+        records[j] = run_configuration(c, sc, s, jobs[j].seed);
+      } catch (const std::exception& e) {  // reported in runs.csv and results.md; the study goes on
+        records[j] = run_record{};
+        records[j].config = c.name;
+        records[j].scenario = sc.name;
+        records[j].seed = jobs[j].seed;
+        records[j].error = e.what();
+      }
       const auto& r = records[j];
       std::lock_guard lock(log);
-      std::fprintf(stderr, "[%3zu/%zu] %-28s seed %2d: %4zu steps in %5.2f s (%5.0f steps/s), held-out L1 %.4f%s\n",
-                   ++done, jobs.size(), r.config.c_str(), r.seed, r.rows.size(), r.seconds,
-                   double(r.rows.size()) / r.seconds, r.final_heldout, r.stop_step >= 0 ? ", stopped early" : "");
+      if (!r.error.empty())
+        std::fprintf(stderr, "[%3zu/%zu] %-10s %-30s seed %2d: FAILED: %s\n", ++done, jobs.size(), r.scenario.c_str(),
+                     r.config.c_str(), r.seed, r.error.c_str());
+      else
+        std::fprintf(stderr, "[%3zu/%zu] %-10s %-30s seed %2d: %4zu steps in %5.2f s, held-out L1 %.4f (budget %.4f)%s\n",
+                     ++done, jobs.size(), r.scenario.c_str(), r.config.c_str(), r.seed, r.rows.size(), r.seconds,
+                     r.final_heldout, r.budget_heldout, r.stop_step >= 0 ? ", stopper fired" : "");
     }
   };
   std::vector<std::thread> pool;
@@ -646,6 +976,6 @@ int main(int argc, char** argv) {
   for (auto& t : pool) t.join();
   const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stderr, "tts_stability: %zu runs in %.1f s on %d threads\n", jobs.size(), wall_s, s.threads);
-  write_outputs(configs, records, s, wall_s);
+  write_outputs(configs, all.not_run, records, s, wall_s);
   return 0;
 }

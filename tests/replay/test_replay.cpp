@@ -251,15 +251,16 @@ TEST_CASE("replay: a spike is dampened to threshold x the window mean", "[replay
   std::getline(lines, header);
   CHECK(header ==
         "line,step,loss,validation_loss,grad_norm,limit,scale,spike,level_shift,non_finite,skipped,smoothed,"
-        "stability_score,improved,best,wait,should_stop,reason");
+        "stability_score,improved,best,wait,should_stop,reason,monitored,monitored_value");
   std::vector<std::string> rows;
   while (std::getline(lines, line)) rows.push_back(line);
   REQUIRE(rows.size() == 6);
   // Smoothing 0: the smoothed value is the effective (dampened) loss 2, the limit 2 x 1; the best
-  // stays 1 (step 0). Warm-up rows have no limit yet.
+  // stays 1 (step 0). Warm-up rows have no limit yet. No validation column: the stopper compares
+  // the smoothed training loss, 2 at step 4.
   CHECK_THAT(rows[3], Catch::StartsWith("5,3,1,,,,1,0,0,0,0,1,"));
   CHECK_THAT(rows[4], Catch::StartsWith("6,4,5,,,2,0.4,1,0,0,0,2,"));
-  CHECK_THAT(rows[4], Catch::EndsWith(",0,1,4,0,none"));
+  CHECK_THAT(rows[4], Catch::EndsWith(",0,1,4,0,none,smoothed_loss,2"));
 }
 
 TEST_CASE("replay: the annotated CSV carries every decision at full precision", "[replay][output]") {
@@ -282,7 +283,7 @@ TEST_CASE("replay: the annotated CSV carries every decision at full precision", 
   REQUIRE(rows.size() == 7);
   for (const char* column : {"line", "step", "loss", "validation_loss", "grad_norm", "limit", "scale", "spike",
                              "level_shift", "non_finite", "skipped", "smoothed", "stability_score", "improved",
-                             "best", "wait", "should_stop", "reason"})
+                             "best", "wait", "should_stop", "reason", "monitored", "monitored_value"})
     CHECK(rows[0].count(column) == 1);
   CHECK(rows[3].at("limit").empty());  // warming up: no limit yet, not 0
   const auto& spike = rows[4];
@@ -305,7 +306,11 @@ TEST_CASE("replay: the annotated CSV carries every decision at full precision", 
   CHECK(bits_of(rows[6].at("best")) == bits_of(validation));
   CHECK(rows[6].at("wait") == "0");
   CHECK(rows[6].at("reason") == "none");
+  CHECK(rows[6].at("monitored") == "validation");  // the raw value, compared as read
+  CHECK(bits_of(rows[6].at("monitored_value")) == bits_of(validation));
   CHECK(rows[5].at("improved").empty());  // monitoring validation: training rows are no observation
+  CHECK(rows[5].at("monitored").empty());
+  CHECK(rows[5].at("monitored_value").empty());
 }
 
 TEST_CASE("replay: a run that ends non-finite is marked in the summary and the CSV", "[replay][output]") {
@@ -493,8 +498,7 @@ TEST_CASE("replay: non-finite loss is skipped, early stop on validation with bes
   std::ifstream in(path);
   rp::log_reader reader(in, path);
   rp::replay_options o;
-  o.patience = 2;
-  o.smoothing = 0;  // the monitor sees the raw validation values
+  o.patience = 2;  // the default smoothing 0.1 smooths the training loss only: the stopper sees 0.9004 as read
   std::ostringstream events;
   const auto s = rp::run_replay(reader, o, events);
   CHECK(s.monitors_validation);
@@ -528,6 +532,213 @@ TEST_CASE("replay: max mode and monitoring the training loss", "[replay][output]
   CHECK(s.stop_step == 4);  // 3 at epoch 2 is the best; epochs 3 and 4 do not beat it
   CHECK(s.best == 3);
   CHECK(s.best_step == 2);
+  // No validation column: as before, the smoothed training loss, patience counted in steps.
+  CHECK_THAT(events.str(), Catch::Contains("  early stopping: on smoothed loss (EMA factor 0; one check per training "
+                                           "step, patience 2 steps; 2 non-finite steps in a row stop)\n"));
+}
+
+namespace {
+struct replayed {
+  rp::replay_summary summary;
+  std::string events;
+  std::vector<std::map<std::string, std::string>> rows;  // the annotated CSV
+};
+// A fixture replayed with the options the command line builds from `flags`.
+replayed replay_flags(const std::string& name, const std::string& text, const std::vector<std::string>& flags) {
+  const auto path = fixture(name, text);
+  std::ifstream in(path);
+  rp::log_reader reader(in, path);
+  std::ostringstream events, annotated;
+  const auto s = rp::run_replay(reader, options_from(flags), events, &annotated);
+  return {s, events.str(), parse_annotated(annotated.str())};
+}
+
+// Lightning's layout: two training rows per validation row, validation every 10 steps. The
+// validation values 1.0, 0.6, 0.7, 0.65, 0.9, 0.9 at steps 10, 20, ..., 60 (lines 5, 8, ..., 20).
+const std::string validation_every_10_steps =
+    "step,train_loss,val_loss\n"
+    "0,2.0,\n5,1.9,\n10,1.8,\n10,,1.0\n"
+    "15,1.7,\n20,1.6,\n20,,0.6\n"
+    "25,1.5,\n30,1.4,\n30,,0.7\n"
+    "35,1.3,\n40,1.2,\n40,,0.65\n"
+    "45,1.1,\n50,1.0,\n50,,0.9\n"
+    "55,0.9,\n60,0.8,\n60,,0.9\n"
+    "65,0.7,\n";
+}  // namespace
+
+TEST_CASE("replay: early stopping monitors the raw validation values, patience counted in validation checks",
+          "[replay][output][validation]") {
+  // Patience 2, min_delta 0.0005, --smoothing 0.5 (a strong smoothing, which must not reach the
+  // validation values). Checks: 1.0 best; 0.6 best (step 20); 0.7 wait 1; 0.65 (not below
+  // 0.6 - 0.0005) wait 2 = patience: stop at step 40 (line 14), the 4th check, though 12 training
+  // rows came before it. The 7 rows after line 14 would not have been trained.
+  const auto r = replay_flags("raw_validation.csv", validation_every_10_steps, {"--patience", "2", "--smoothing", "0.5"});
+  const auto& s = r.summary;
+  CHECK(s.monitors_validation);
+  CHECK_FALSE(s.smooths_validation);
+  CHECK(s.monitored == "val_loss");
+  CHECK(s.stopped);
+  CHECK(s.reason == "patience");
+  CHECK(s.stop_step == 40);
+  CHECK(s.stop_line == 14);
+  CHECK(s.best == 0.6);
+  CHECK(s.best_step == 20);
+  CHECK(s.best_line == 8);
+  CHECK(s.rows_after_stop == 7);
+  CHECK_THAT(r.events, Catch::Contains("early stop  step 40 (line 14): patience (val_loss); best 0.6 at step 20 "
+                                       "(line 8): restore that checkpoint\n"));
+  CHECK_THAT(r.events, Catch::Contains("  early stopping: on val_loss (raw values; one check per validation row, "
+                                       "patience 2 checks; a non-finite value is a check without improvement)\n"));
+  CHECK_THAT(r.events, Catch::Contains("  early stop: step 40 (line 14), patience, on val_loss; 7 later rows"));
+  // The annotated CSV: the stopper's view on the validation rows only, each compared as read.
+  REQUIRE(r.rows.size() == 20);
+  const auto& check3 = r.rows[9];  // line 11: 0.7
+  CHECK(check3.at("monitored") == "validation");
+  CHECK(bits_of(check3.at("monitored_value")) == bits_of(0.7));
+  CHECK(check3.at("wait") == "1");
+  const auto& check4 = r.rows[12];  // line 14: 0.65
+  CHECK(check4.at("line") == "14");
+  CHECK(check4.at("wait") == "2");
+  CHECK(check4.at("should_stop") == "1");
+  CHECK(check4.at("reason") == "patience");
+  CHECK(r.rows[11].at("monitored").empty());  // a training row: no check
+  // The training loss is still smoothed with factor 0.5 (debiased): 2.0, then
+  // (0.25 x 2.0 + 0.5 x 1.9) / 0.75 = 1.45 / 0.75.
+  CHECK(std::stod(r.rows[1].at("smoothed")) == Approx(1.45 / 0.75));
+}
+
+TEST_CASE("replay: --smooth-validation smooths the monitored validation values", "[replay][output][validation]") {
+  // The same log, the validation values smoothed with factor 0.5, debiased (EmaSmoother):
+  // sum_t = 0.5 sum_{t-1} + 0.5 v_t, smoothed_t = sum_t / (1 - 0.5^t):
+  //   0.5 / 0.5 = 1;  0.55 / 0.75 = 0.7333;  0.625 / 0.875 = 0.7143 (best, 0.019 below);
+  //   0.6375 / 0.9375 = 0.68 (best); 0.76875 / 0.96875 = 0.7935 wait 1; 0.834375 / 0.984375 =
+  //   0.8476 wait 2: stop at step 60 (line 20), best 0.68 at step 40 (line 14).
+  const auto r = replay_flags("smoothed_validation.csv", validation_every_10_steps,
+                              {"--patience", "2", "--smoothing", "0.5", "--smooth-validation"});
+  const auto& s = r.summary;
+  CHECK(s.monitors_validation);
+  CHECK(s.smooths_validation);
+  CHECK(s.monitored == "smoothed val_loss");
+  CHECK(s.stopped);
+  CHECK(s.reason == "patience");
+  CHECK(s.stop_step == 60);
+  CHECK(s.stop_line == 20);
+  CHECK(s.best == Approx(0.68));
+  CHECK(s.best_step == 40);
+  CHECK(s.rows_after_stop == 1);
+  CHECK_THAT(r.events, Catch::Contains("early stop  step 60 (line 20): patience (smoothed val_loss); best 0.68 at step "
+                                       "40 (line 14)"));
+  CHECK_THAT(r.events, Catch::Contains("  early stopping: on smoothed val_loss (EMA factor 0.5; one check per "
+                                       "validation row, patience 2 checks;"));
+  REQUIRE(r.rows.size() == 20);
+  CHECK(r.rows[6].at("monitored") == "smoothed_validation");  // line 8: 0.6 read, 0.7333 compared
+  CHECK(r.rows[6].at("validation_loss") == "0.6");
+  CHECK(std::stod(r.rows[6].at("monitored_value")) == Approx(0.55 / 0.75));
+  CHECK(std::stod(r.rows[18].at("monitored_value")) == Approx(0.834375 / 0.984375));
+  // The plot draws the compared series and says which one it is.
+  const auto gp = plot_script(s);
+  CHECK_THAT(gp, Catch::Contains("title 'validation, smoothed (monitored)'"));
+  CHECK_THAT(gp, Catch::Contains(", early stopping on smoothed val_loss' noenhanced\n"));
+  // Without the flag, the same smoothing leaves the validation values raw (the test above).
+  const auto raw = replay_flags("raw_validation_again.csv", validation_every_10_steps,
+                                {"--patience", "2", "--smoothing", "0.5"});
+  CHECK(raw.summary.stop_step == 40);
+  const auto raw_gp = plot_script(raw.summary);
+  CHECK_THAT(raw_gp, Catch::Contains("title 'validation (monitored)'"));
+  CHECK_THAT(raw_gp, !Catch::Contains("smoothed (monitored)"));
+  CHECK_THAT(raw_gp, Catch::Contains(", early stopping on val_loss' noenhanced\n"));
+}
+
+namespace {
+// Validation 1.0, 0.8, NaN, 0.7, 0.75, inf at steps 0-5 (lines 3, 5, ..., 13).
+const std::string validation_with_nan =
+    "step,train_loss,val_loss\n"
+    "0,1.0,\n0,,1.0\n"
+    "1,0.9,\n1,,0.8\n"
+    "2,0.8,\n2,,nan\n"
+    "3,0.7,\n3,,0.7\n"
+    "4,0.6,\n4,,0.75\n"
+    "5,0.5,\n5,,inf\n";
+}  // namespace
+
+TEST_CASE("replay: --stop-on-non-finite stops at the first non-finite validation value", "[replay][output][validation]") {
+  // Lightning's check_finite=True: the NaN at step 2 (line 7), the 3rd check, stops the run,
+  // whatever the patience; the best so far is 0.8 at step 1 (line 5); lines 8-13 not trained.
+  const auto r = replay_flags("stop_on_nan.csv", validation_with_nan, {"--patience", "3", "--stop-on-non-finite"});
+  const auto& s = r.summary;
+  CHECK(s.stopped);
+  CHECK(s.reason == "non_finite");
+  CHECK(s.stop_step == 2);
+  CHECK(s.stop_line == 7);
+  CHECK(s.best == 0.8);
+  CHECK(s.best_step == 1);
+  CHECK(s.rows_after_stop == 6);
+  CHECK_THAT(r.events, Catch::Contains("early stop  step 2 (line 7): non_finite (val_loss); best 0.8 at step 1 "
+                                       "(line 5): restore that checkpoint\n"));
+  CHECK_THAT(r.events, Catch::Contains("  early stopping: on val_loss (raw values; one check per validation row, "
+                                       "patience 3 checks; a non-finite value stops (--stop-on-non-finite))\n"));
+  CHECK_THAT(r.events, Catch::Contains("  early stop: step 2 (line 7), non_finite, on val_loss; 6 later rows"));
+  REQUIRE(r.rows.size() == 12);
+  CHECK(r.rows[5].at("reason") == "non_finite");
+  CHECK(r.rows[5].at("should_stop") == "1");
+  CHECK(r.rows[5].at("monitored_value") == "nan");
+  CHECK(r.rows[4].at("should_stop") == "0");
+  CHECK_THAT(plot_script(s), Catch::Contains("set label 2 'early stop (non_finite)' at first 2,"));
+  // Smoothing the validation values does not hide a NaN: the smoother passes it on.
+  const auto smoothed = replay_flags("stop_on_nan_smoothed.csv", validation_with_nan,
+                                     {"--patience", "3", "--stop-on-non-finite", "--smooth-validation"});
+  CHECK(smoothed.summary.reason == "non_finite");
+  CHECK(smoothed.summary.stop_step == 2);
+}
+
+TEST_CASE("replay: without --stop-on-non-finite a non-finite validation value is a check without improvement",
+          "[replay][output][validation]") {
+  // Patience 3. Checks: 1.0 best; 0.8 best; NaN wait 1; 0.7 best (step 3), wait 0; 0.75 wait 1;
+  // inf wait 2: no stop, the run goes on to the end.
+  const auto r = replay_flags("continue_on_nan.csv", validation_with_nan, {"--patience", "3"});
+  const auto& s = r.summary;
+  CHECK_FALSE(s.stopped);
+  CHECK(s.reason == "none");
+  CHECK(s.best == 0.7);
+  CHECK(s.best_step == 3);
+  CHECK(s.wait == 2);
+  CHECK(s.validation_non_finite == 2);
+  CHECK_THAT(r.events, Catch::Contains("non-finite  step 2 (line 7): val_loss nan, a check without improvement "
+                                       "(wait 1 of 3)\n"));
+  CHECK_THAT(r.events, Catch::Contains("  no early stop (val_loss, patience 3, wait 2 at the end); best 0.7 at step 3 "
+                                       "(line 9)\n"));
+  REQUIRE(r.rows.size() == 12);
+  const auto& nan_check = r.rows[5];
+  CHECK(nan_check.at("validation_loss") == "nan");
+  CHECK(nan_check.at("improved") == "0");
+  CHECK(nan_check.at("wait") == "1");
+  CHECK(nan_check.at("should_stop") == "0");
+  CHECK(nan_check.at("reason") == "none");
+  // Two non-finite values in a row with patience 2 are two checks without improvement: a
+  // patience stop at the second (step 2), not a non_finite one.
+  const auto twice = replay_flags("nan_twice.csv", "step,val_loss,loss\n0,1.0,1\n1,nan,1\n2,nan,1\n3,0.5,1\n",
+                                  {"--patience", "2"});
+  CHECK(twice.summary.reason == "patience");
+  CHECK(twice.summary.stop_step == 2);
+  // -inf is not an improvement either (in min mode it would compare below every best): best
+  // stays 1.0 at step 0, and 1.0 again is no improvement: wait 2.
+  const auto minus_inf = replay_flags("minus_inf.csv", "step,val_loss,loss\n0,1.0,1\n1,-inf,1\n2,1.0,1\n",
+                                      {"--patience", "5"});
+  CHECK(minus_inf.summary.best == 1.0);
+  CHECK(minus_inf.summary.best_step == 0);
+  CHECK(minus_inf.summary.wait == 2);
+}
+
+TEST_CASE("replay: the validation monitor's flags on the command line and in the help", "[replay][validation]") {
+  const auto defaults = options_from({});
+  CHECK_FALSE(defaults.smooth_validation);
+  CHECK_FALSE(defaults.stop_on_non_finite);
+  const auto both = options_from({"--stop-on-non-finite", "--smooth-validation"});
+  CHECK(both.smooth_validation);
+  CHECK(both.stop_on_non_finite);
+  const auto help = run_cli({"--help"});
+  CHECK_THAT(help.out, Catch::Contains("--smooth-validation"));
+  CHECK_THAT(help.out, Catch::Contains("--stop-on-non-finite"));
 }
 
 TEST_CASE("replay: per-term columns drive AdaptiveWeight", "[replay][output]") {

@@ -27,6 +27,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   reader_options.max_line_bytes = (knobs & 16) ? 64 : 4096;
   rp::replay_options options;
   options.patience = (knobs >> 5) & 3;
+  // The validation monitor's switches share those two bits: every combination of them is reached.
+  options.stop_on_non_finite = (knobs & 32) != 0;
+  options.smooth_validation = (knobs & 64) != 0;
   // Every detector (ema_zscore needs a gradient norm column: a log_error without one), window 2.
   rp::spike_flags spikes;
   spikes.window = 2;

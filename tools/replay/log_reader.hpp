@@ -10,9 +10,9 @@
 //     RFC 4180 quoting ("a,b" and "" for a quote) within one line; CRLF line ends; a UTF-8 BOM.
 // Numbers: what std::from_chars accepts, with an optional leading '+', surrounding spaces trimmed.
 // "nan", "inf", "-inf", "infinity" (any case) are read as non-finite values, not errors: a NaN
-// loss is what a diverged run logs, and the Stabilizer treats it as a step to skip (the
-// EarlyStopper stops on it, as Lightning's check_finite does). Set reject_non_finite to make
-// them errors instead.
+// loss is what a diverged run logs, and the Stabilizer treats it as a step to skip; a NaN
+// validation value is a check without improvement, or the stop with stop_on_non_finite
+// (Lightning's check_finite; replay.hpp). Set reject_non_finite to make them errors instead.
 // Every problem throws log_error whose message starts with "file:line: " and names the column
 // and the text: a missing column, a malformed number, a row with the wrong number of fields, an
 // unterminated quote, an over-long line, an empty file, a header without data rows.

@@ -5,10 +5,14 @@
 // grad_norm) (grad_norm 0 when the log has none; the loss detectors never read it, ema_zscore
 // needs the column). The spike detector is chosen at run time (spike_detector; default the
 // stable preset's calibrated one, presets::calibrated_spike_detector with
-// presets::calibrated_spikes) and dispatched once, at the top, to one generic run<Detector, N>. Each row
-// with a validation loss is one observation of the early stopper when it monitors the validation
-// loss (the default when the log has a validation column, as Lightning's EarlyStopping monitors
-// val_loss); else the step Stabilizer's EarlyStopper watches the smoothed training loss.
+// presets::calibrated_spikes) and dispatched once, at the top, to one generic run<Detector, N>.
+// Early stopping: when the log has a validation column it monitors the raw validation values, as
+// Lightning's EarlyStopping(monitor="val_loss") does (Lightning does not smooth): each row with a
+// validation value is one check, and patience counts checks. The EmaSmoother smooths the training
+// loss only, unless smooth_validation asks for the validation values too. A non-finite validation
+// value stops the run with stop_on_non_finite (Lightning's check_finite=True), else it is a check
+// without improvement. Without a validation column the step Stabilizer's EarlyStopper watches the
+// smoothed training loss (patience counts steps).
 // Events (spikes with their scale, skipped non-finite steps, adaptive weight changes, the early
 // stop with the best step and value) go to one stream as they happen, then a summary; the
 // annotated CSV (one row per data row, streamed) and the plot are optional.
@@ -127,6 +131,12 @@ struct replay_options {
   double smoothing = 0.1;
   double weight_lo = 0.7, weight_hi = 1.3;  ///< AdaptiveWeight bounds (used when term columns are given)
   enum class monitor_choice { automatic, loss, validation } monitor = monitor_choice::automatic;
+  /// Monitoring the validation loss: smooth it with the EmaSmoother (`smoothing`) first. Off by
+  /// default: Lightning's EarlyStopping compares the raw values.
+  bool smooth_validation = false;
+  /// Monitoring the validation loss: stop at the first non-finite monitored value (reason
+  /// non_finite), Lightning's check_finite=True. Off: such a value is a check without improvement.
+  bool stop_on_non_finite = false;
   double weight_event_step = 0.05;  ///< print a weights event when a multiplier moved this much
   bool quiet = false;               ///< no per-event lines, only the summary
 
@@ -191,6 +201,8 @@ struct replay_summary {
   double stability_score = 1;
   std::vector<double> weights;
   bool monitors_validation = false;
+  bool smooths_validation = false;      ///< the monitored validation values were smoothed
+  std::string monitored;                ///< the series early stopping watched, as the summary names it
   std::string spike_detector;           ///< describe(detector, settings), as the summary prints it
   bool limit_on_grad_norm = false;      ///< the limit is on the gradient norm (ema_zscore): not drawn with the loss
 
@@ -218,7 +230,7 @@ struct replay_summary {
 inline constexpr auto annotated_columns = std::to_array<std::string_view>({
     "line",      "step",           "loss",     "validation_loss", "grad_norm", "limit", "scale",
     "spike",     "level_shift",    "non_finite", "skipped",       "smoothed",  "stability_score",
-    "improved",  "best",           "wait",     "should_stop",     "reason"});
+    "improved",  "best",           "wait",     "should_stop",     "reason",    "monitored", "monitored_value"});
 
 /// 1-based position of an annotated column (as gnuplot and awk count them).
 constexpr int annotated_column(std::string_view name) {
@@ -281,14 +293,26 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
       return guard_type(dampener, smoother, AdaptiveWeight<N, double>({.lo = o.weight_lo, .hi = o.weight_hi}),
                         monitor_validation ? inactive : stopper, {});
   }();
-  Stabilizer<EmaSmoother<double>, EarlyStopper<double>> validation_guard(smoother, stopper);
+  // The validation monitor: the library's EarlyStopper, one update per validation row, its
+  // stop_on_non_finite being Lightning's check_finite; an EmaSmoother in front only when asked.
+  const bool smooth_validation = monitor_validation && o.smooth_validation;
+  EarlyStopper<double> validation_stopper(
+      {.patience = o.patience, .min_delta = o.min_delta, .mode = o.mode, .stop_on_non_finite = o.stop_on_non_finite});
+  EmaSmoother<double> validation_smoother(smoother.settings());
   // The Stabilizer reports a spike's scale, not the detector's limit: a second dampener with the
   // same detector and settings, fed the same steps, gives the limit of every step (the two are
   // checked to agree).
   SpikeDampener<double, Detector> limit_probe(dampener.settings());
 
   const std::string loss_name = reader.loss_column(), validation_name = reader.validation_column();
-  const std::string monitored = monitor_validation ? validation_name : "smoothed " + loss_name;
+  const std::string monitored = !monitor_validation ? "smoothed " + loss_name
+                                : smooth_validation  ? "smoothed " + validation_name
+                                                     : validation_name;
+  // The annotated CSV's `monitored` cell: the series by role, free of the log's column names
+  // (which may hold commas).
+  const std::string_view monitored_role = !monitor_validation ? "smoothed_loss"
+                                          : smooth_validation  ? "smoothed_validation"
+                                                               : "validation";
   if (annotated) {
     for (std::size_t i = 0; i < annotated_columns.size(); ++i) *annotated << (i ? "," : "") << annotated_columns[i];
     for (std::size_t i = 0; i < N; ++i) *annotated << ",multiplier_" << reader.term_column(i);
@@ -297,6 +321,8 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
 
   replay_summary s;
   s.monitors_validation = monitor_validation;
+  s.smooths_validation = smooth_validation;
+  s.monitored = monitored;
   s.spike_detector = describe(o.detector, dampener.settings());
   s.limit_on_grad_norm = on_grad_norm;
   s.weights.assign(N, 1.0);
@@ -398,29 +424,40 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
         for (std::size_t i = 0; i < N; ++i) s.weights[i] = r.weights[i];
       }
     }
-    std::optional<step_report<double, 0>> vreport;
+    std::optional<stop_decision<double>> vdecision;
+    std::optional<double> monitored_value;  ///< the value the stopper compared this row
     if (row.validation) {
       ++s.validation_points;
       s.last_validation_non_finite = !std::isfinite(*row.validation);
       if (s.last_validation_non_finite) ++s.validation_non_finite;
       track_range(s, *row.validation);
-      if (monitor_validation) vreport = validation_guard.update(*row.validation, 0.0);
+      if (monitor_validation) {
+        const double value = smooth_validation ? validation_smoother.update(*row.validation) : *row.validation;
+        // A non-finite value reaches the stopper as NaN, which no comparison holds for: with
+        // stop_on_non_finite it stops, else it is a check without improvement. (-inf itself
+        // would become the best value in min mode, as in Lightning with check_finite=False.)
+        monitored_value = std::isfinite(value) ? value : std::numeric_limits<double>::quiet_NaN();
+        vdecision = validation_stopper.update(*monitored_value);
+      }
     }
-    // The stopper's view this row: the validation guard's, or the step guard's.
+    // The stopper's view this row: the validation stopper's, or the step guard's.
     bool improved = false, should_stop = false;
     double best = 0;
     long long wait = 0;
     stop_reason reason = stop_reason::none;
     bool observed = false;
-    if (monitor_validation && vreport) {
-      improved = vreport->improved, should_stop = vreport->should_stop, best = vreport->best, wait = vreport->wait;
-      reason = vreport->reason;
+    if (monitor_validation && vdecision) {
+      improved = vdecision->improved, should_stop = vdecision->should_stop, best = vdecision->best;
+      wait = vdecision->wait, reason = vdecision->reason;
       observed = true;
     } else if (!monitor_validation && report) {
       improved = report->improved, should_stop = report->should_stop, best = report->best, wait = report->wait;
       reason = report->reason;
       observed = true;
+      // A skipped step (a spike in skip mode, a non-finite loss) is not compared.
+      if (!report->skipped) monitored_value = report->smoothed;
     }
+    const bool stopped_before = s.stopped;
     if (s.stopped) ++s.rows_after_stop;
     if (observed) {
       if (improved) {
@@ -443,6 +480,9 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
           events << "\n";
         }
       }
+      if (monitor_validation && !std::isfinite(*row.validation) && !stopped_before && !s.stopped && !o.quiet)
+        events << "non-finite  " << where << ": " << validation_name << " " << number(*row.validation)
+               << ", a check without improvement (wait " << wait << " of " << o.patience << ")\n";
     }
     if (annotated) {
       // Empty cells: not applicable on this row (no training loss, detector warming up, no
@@ -463,7 +503,8 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
       *annotated << "," << (observed ? std::to_string(int(improved)) : std::string()) << ","
                  << (observed && std::isfinite(best) ? exact(best) : std::string()) << ","
                  << (observed ? std::to_string(wait) : std::string()) << "," << int(s.stopped) << ","
-                 << (observed ? std::string(to_string(reason)) : std::string());
+                 << (observed ? std::string(to_string(reason)) : std::string()) << ","
+                 << (observed ? monitored_role : std::string_view()) << "," << optional_exact(monitored_value);
       for (std::size_t i = 0; i < N; ++i) *annotated << "," << (report ? exact(report->weights[i]) : std::string());
       *annotated << "\n";
     }
@@ -480,6 +521,15 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
   for (std::size_t i = 0; i < N; ++i) events << (i ? ", '" : ", terms '") << reader.term_column(i) << "'";
   events << "\n";
   events << "  spike detector: " << s.spike_detector << "\n";
+  events << "  early stopping: on " << monitored;
+  if (monitor_validation) {
+    events << " (" << (smooth_validation ? "EMA factor " + number(o.smoothing) : std::string("raw values"))
+           << "; one check per validation row, patience " << o.patience << " checks; a non-finite value "
+           << (o.stop_on_non_finite ? "stops (--stop-on-non-finite)" : "is a check without improvement") << ")\n";
+  } else {
+    events << " (EMA factor " << number(o.smoothing) << "; one check per training step, patience " << o.patience
+           << " steps; " << std::max(o.patience, 1) << " non-finite steps in a row stop)\n";
+  }
   events << "  spikes: " << s.spikes << " (" << s.dampened << " dampened, mean scale " << number(s.mean_dampened_scale)
          << "), skipped steps: " << s.skipped << " (" << s.non_finite << " non-finite)";
   if (s.validation_non_finite > 0) events << ", non-finite validation values: " << s.validation_non_finite;
@@ -600,7 +650,10 @@ inline void write_plot_script(std::ostream& gp, const plot_request& p, const rep
   const std::string x = std::to_string(annotated_column("step"));
   gp << "set terminal pngcairo size 1100,550 font ',10'\nset output " << detail::gnuplot_quoted(p.png) << "\n"
      << "set datafile separator ','\nset key outside right top\nset grid\nset xlabel 'step'\n"
-     << "set title " << detail::gnuplot_quoted("steadyloss-replay: " + p.title) << " noenhanced\n"
+     << "set title "
+     << detail::gnuplot_quoted("steadyloss-replay: " + p.title +
+                               (s.monitored.empty() ? std::string() : ", early stopping on " + s.monitored))
+     << " noenhanced\n"
      << (log ? "set logscale y\nset ylabel 'loss (log scale)'\n" : "set ylabel 'loss'\n")
      << "set yrange [" << detail::exact(lo) << ":" << detail::exact(hi) << "]\n";
   // A step column may itself hold NaN/Inf: such steps get no vertical mark.
@@ -615,7 +668,7 @@ inline void write_plot_script(std::ostream& gp, const plot_request& p, const rep
        << detail::exact(s.stop_step) << ", graph 0.88 "
        // In the last quarter the label goes left of the line, inside the plot.
        << (s.stop_step > s.first_step + 0.75 * (s.last_step - s.first_step) ? "right offset -0.5,0" : "offset 0.5,0")
-       << "\n";
+       << " noenhanced\n";
   std::vector<std::string> plots;
   const std::string data = detail::gnuplot_quoted(p.data);
   const auto add = [&](const std::string& y, const std::string& style, const std::string& title) {
@@ -625,11 +678,17 @@ inline void write_plot_script(std::ostream& gp, const plot_request& p, const rep
   if (s.train_steps > 0) {
     add(column("loss"), "with lines lc rgb '#b0b0b0'", "loss");
     // A non-finite step leaves the smoothed value where it was; drawn on, it would look healthy.
-    add(column("non_finite") + " == 1 ? 1/0 : " + column("smoothed"), "with lines lw 2 lc rgb '#1f5fa8'", "smoothed");
+    add(column("non_finite") + " == 1 ? 1/0 : " + column("smoothed"), "with lines lw 2 lc rgb '#1f5fa8'",
+        s.monitors_validation ? "smoothed" : "smoothed (monitored)");
     if (!s.limit_on_grad_norm) add(column("limit"), "with lines dt 3 lc rgb '#e67e22'", "spike limit");
   }
-  if (s.validation_points > s.validation_non_finite)
-    add(column("validation_loss"), "with linespoints pt 6 ps 0.6 lc rgb '#27ae60'", "validation");
+  if (s.validation_points > s.validation_non_finite) {
+    add(column("validation_loss"), "with linespoints pt 6 ps 0.6 lc rgb '#27ae60'",
+        s.monitors_validation && !s.smooths_validation ? "validation (monitored)" : "validation");
+    if (s.smooths_validation)
+      add(column("monitored_value"), "with linespoints pt 7 ps 0.4 lw 2 lc rgb '#145a32'",
+          "validation, smoothed (monitored)");
+  }
   if (s.spikes > s.skipped_spikes)
     add(column("spike") + " == 1 && " + column("skipped") + " == 0 ? " + column("loss") + " : 1/0",
         "with points pt 7 ps 0.8 lc rgb '#c0392b'", "spike");

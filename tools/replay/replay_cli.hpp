@@ -33,6 +33,11 @@ inline std::string usage_text() {
              "policies (defaults: the stable preset):\n"
              "  --patience N (25)  --min-delta X (0.0005)  --mode min|max (min)\n"
              "  --monitor auto|loss|validation (auto: validation if the log has a validation column)\n"
+             "      validation: the raw values, one check per validation row, patience counts checks\n"
+             "      (as Lightning's EarlyStopping(monitor=\"val_loss\")); loss: the smoothed training loss\n"
+             "  --smooth-validation   smooth the monitored validation values too (default: raw)\n"
+             "  --stop-on-non-finite  stop at the first non-finite monitored validation value (Lightning's\n"
+             "      check_finite=True; default: such a value is a check without improvement)\n"
              "  --smoothing F (0.1, weight of history; 0 = off)  --weight-bounds LO,HI (0.7,1.3)\n"
              "spikes (default: the calibrated detector, ") +
          describe(default_spike_detector, default_spike_settings(default_spike_detector)) +
@@ -133,7 +138,9 @@ inline command_line parse_command_line(std::span<const std::string> args) {
       else if (m == "loss") c.options.monitor = mc::loss;
       else if (m == "validation") c.options.monitor = mc::validation;
       else throw usage_error("--monitor: auto, loss or validation");
-    } else if (arg == "--spike-detector") {
+    } else if (arg == "--smooth-validation") c.options.smooth_validation = true;
+    else if (arg == "--stop-on-non-finite") c.options.stop_on_non_finite = true;
+    else if (arg == "--spike-detector") {
       const std::string name = value();
       spikes.detector = parse_spike_detector(name);
       if (!spikes.detector)

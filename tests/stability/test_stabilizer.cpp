@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <span>
+#include <type_traits>
 #include <vector>
 
 #include <steadyloss/presets.hpp>
@@ -46,8 +47,9 @@ TEMPLATE_TEST_CASE("Stabilizer runs policies in order on scalar inputs", "[stabi
 }
 
 TEST_CASE("Stabilizer drives the composed loss's multipliers", "[stability][stabilizer][compose]") {
-  auto loss = sl::presets::stable_loss<float>();
-  auto guard = sl::presets::stable_stabilizer<float>();
+  // The original table's pipeline: adaptive weights in [0.7, 1.3] (the stable preset may turn them off).
+  auto loss = sl::presets::original_loss<float>();
+  auto guard = sl::presets::stabilizer_for<float>(sl::presets::original);
   const std::vector<float> mel_pred{0.5f, 1.5f, -0.25f, 2.0f}, mel_target{0.0f, 1.0f, 0.0f, 0.0f};
   const std::vector<float> stop_logits{-2.0f, 0.5f, 3.0f, -1.0f}, stop_target{0.0f, 0.0f, 1.0f, 0.0f};
   std::vector<float> d_mel(4), d_stop(4);
@@ -64,13 +66,49 @@ TEST_CASE("Stabilizer drives the composed loss's multipliers", "[stability][stab
       CHECK(report.weights[i] <= 1.3f);
       CHECK(std::abs(report.weights[i] - previous[i]) <= 0.0101f);
     }
-    sl::apply_weights(loss, report);
+    if (step % 2 == 0) sl::apply_weights(loss, report);
+    else sl::apply(loss, report);  // the same multipliers (Huber follows no error scale)
     CHECK(loss.multipliers() == report.weights);
     previous = report.weights;
   }
   // The mel term (weight 35) dominates the total, so it is turned down and the stop term up.
   CHECK(previous[0] < 1.0f);
   CHECK(previous[1] > 1.0f);
+}
+
+TEST_CASE("The stable pipeline sets the AdaptiveHuber mel term's scale through sl::apply",
+          "[stability][stabilizer][compose]") {
+  auto loss = sl::presets::stable_loss<double>();
+  auto guard = sl::presets::stable_stabilizer<double>();
+  // Errors of magnitude 0.2 and 0.6 (half each): far below the default delta k x 1 = 3.88.
+  const std::vector<double> mel_pred{0.2, -0.6, 1.2, 0.4}, mel_target{0.0, 0.0, 1.0, 1.0};
+  const std::vector<double> stop_logits{-2.0, 0.5, 3.0, -1.0}, stop_target{0.0, 0.0, 1.0, 0.0};
+  std::vector<double> d_mel(4), d_stop(4);
+  const double k = sl::presets::stable.huber_k;
+  CHECK(loss.term<0>().scale == 1.0);  // before any step
+  double previous_scale = 1.0;
+  for (int step = 0; step < 200; ++step) {
+    const double delta = k * previous_scale;
+    // The mean value this step, worked from the closed form: huber_delta(d) / delta.
+    double want = 0;
+    for (double d : {0.2, -0.6, 0.2, -0.6}) {
+      const double a = std::fabs(d);
+      want += (a <= delta ? 0.5 * a * a : delta * (a - 0.5 * delta)) / delta / 4;
+    }
+    const auto result = loss.evaluate(sl::inputs(mel_pred, mel_target), sl::inputs(stop_logits, stop_target),
+                                      sl::grads(d_mel, d_stop));
+    REQUIRE(result.values[0] == Approx(want).epsilon(1e-12));
+    const auto report = guard.update(result, 1.0);
+    sl::apply(loss, report);
+    CHECK(loss.term<0>().scale == report.error_scales[0]);
+    CHECK(loss.term<1>().eps == sl::presets::stable.label_smoothing);  // a term without a scale: untouched
+    previous_scale = loss.term<0>().scale;
+  }
+  // The fixed point s = mean(huber_{k s}(d)) / (k s): with every |d| below k s it is
+  // s = mean(d^2) / (2 k s), s = sqrt(mean(d^2) / (2 k)) = sqrt(0.2 / (2 k)), if then |d| <= k s.
+  const double fixed = std::sqrt(0.2 / (2 * k));
+  REQUIRE(0.6 <= k * fixed);
+  CHECK(previous_scale == Approx(fixed).epsilon(1e-9));
 }
 
 TEST_CASE("Stabilizer takes per-term values without the composed loss", "[stability][stabilizer]") {
@@ -105,31 +143,69 @@ TEST_CASE("Stabilizer: absent policies cost nothing and report neutral values", 
 }
 
 TEST_CASE("Presets hold DESIGN.md's table", "[stability][presets]") {
-  using sl::presets::baseline;
-  using sl::presets::stable;
-  CHECK_FALSE(baseline.huber_mel);
+  namespace presets = sl::presets;
+  using presets::baseline;
+  using presets::original;
+  using presets::stable;
+
+  // baseline: L1 mel (weight 45) + plain BCE stop (pos_weight 1); no step policies; validation
+  // early stopping, patience 20 checks.
+  CHECK(baseline.mel == presets::mel_term::l1);
   CHECK(baseline.mel_weight == 45.0);
   CHECK(baseline.stop_pos_weight == 1.0);
+  CHECK(baseline.label_smoothing == 0.0);
+  CHECK(baseline.stop_weight == 1.0);
   CHECK_FALSE(baseline.adaptive_weights);
   CHECK(baseline.smoothing == 0.0);
   CHECK_FALSE(baseline.spike_detection);
   CHECK(baseline.patience == 20);
-  CHECK(stable.huber_mel);
-  CHECK(stable.huber_delta == 1.0);
-  CHECK(stable.mel_weight == 35.0);
-  CHECK(stable.stop_pos_weight == 5.0);
-  CHECK(stable.label_smoothing == 0.05);
-  CHECK(stable.adaptive_weights);
-  CHECK(stable.weight_lo == 0.7);
-  CHECK(stable.weight_hi == 1.3);
-  CHECK(stable.smoothing == 0.1);
-  CHECK(stable.spike_detection);
-  CHECK(stable.patience == 25);
-  CHECK(stable.min_delta == 0.0005);
+  CHECK(baseline.min_delta == 0.0);
+  CHECK(baseline.validation_smoothing == 0.0);
+  auto base_loss = presets::baseline_loss<double>();
+  static_assert(std::is_same_v<decltype(base_loss), sl::composed_loss<sl::L1<double>, sl::BalancedBCE<double>>>);
+  CHECK(base_loss.base_weights() == std::array<double, 2>{45.0, 1.0});
+  CHECK(base_loss.term<1>().pos_weight == 1.0);
+  // No policy that acts: metrics only. Every step is kept whole, the smoothed loss is the loss.
+  static_assert(std::is_same_v<presets::baseline_stabilizer_type<double>, sl::Stabilizer<sl::StabilityMetrics<double>>>);
+  auto base = presets::baseline_stabilizer<double>();
+  for (double x : {5.0, 50.0, 0.5}) {
+    const auto r = base.update(x, 1.0);
+    CHECK(r.smoothed == x);
+    CHECK(r.scale == 1.0);
+    CHECK_FALSE(r.is_spike);
+    CHECK_FALSE(r.should_stop);
+  }
+  const auto base_stopper = presets::early_stopper_for<double>(baseline);
+  CHECK(base_stopper.settings().patience == 20);
+  CHECK(base_stopper.settings().min_delta == 0.0);
 
-  auto guard = sl::presets::stable_stabilizer<double>();
+  // original: the original project's table, kept for comparison.
+  CHECK(original.mel == presets::mel_term::huber);
+  CHECK(original.huber_delta == 1.0);
+  CHECK(original.mel_weight == 35.0);
+  CHECK(original.stop_pos_weight == 5.0);
+  CHECK(original.label_smoothing == 0.05);
+  CHECK(original.stop_weight == 1.0);
+  CHECK(original.adaptive_weights);
+  CHECK(original.weight_lo == 0.7);
+  CHECK(original.weight_hi == 1.3);
+  CHECK(original.smoothing == 0.1);
+  CHECK(original.spike_detection);
+  CHECK(original.spikes == sl::spike_mode::dampen);
+  CHECK(original.patience == 25);
+  CHECK(original.min_delta == 0.0005);
+  auto original_loss = presets::original_loss<double>();
+  static_assert(std::is_same_v<decltype(original_loss),
+                               sl::composed_loss<sl::Huber<double>, sl::LabelSmoothing<sl::BalancedBCE<double>>>>);
+  CHECK(original_loss.base_weights() == std::array<double, 2>{35.0, 1.0});
+  CHECK(original_loss.term<0>().delta == 1.0);
+  CHECK(original_loss.term<1>().eps == 0.05);
+  CHECK(original_loss.term<1>().inner.pos_weight == 5.0);
+  auto guard = presets::stabilizer_for<double>(original);
   CHECK(guard.get<sl::EmaSmoother<double>>().settings().factor == 0.1);
-  // The calibrated detector (docs/spike-calibration.md).
+  CHECK(guard.get<sl::AdaptiveWeight<2, double>>().settings().lo == 0.7);
+  CHECK(guard.get<sl::AdaptiveWeight<2, double>>().settings().hi == 1.3);
+  // The calibrated detector (docs/spike-calibration.md), dampening.
   const auto& spikes = guard.get<sl::SpikeDampener<double, sl::detect::mad_zscore>>().settings();
   CHECK(spikes.window == 25);
   CHECK(spikes.warmup == 10);
@@ -137,18 +213,48 @@ TEST_CASE("Presets hold DESIGN.md's table", "[stability][presets]") {
   CHECK(spikes.min_ratio == 1.5);
   CHECK(spikes.level_shift_after == 10);
   CHECK(spikes.mode == sl::spike_mode::dampen);
-  CHECK(guard.get<sl::EarlyStopper<double>>().settings().patience == 25);
-  auto base = sl::presets::baseline_stabilizer<double>();
-  CHECK(base.get<sl::EarlyStopper<double>>().settings().patience == 20);
-  const auto r = base.update(5.0, 1.0);
-  CHECK(r.smoothed == 5.0);  // smoothing 0: off
-  auto loss = sl::presets::stable_loss<double>();
-  CHECK(loss.base_weights() == std::array<double, 2>{35.0, 1.0});
-  CHECK(loss.term<0>().delta == 1.0);
-  CHECK(loss.term<1>().eps == 0.05);
-  CHECK(loss.term<1>().inner.pos_weight == 5.0);
-  CHECK(sl::presets::baseline_loss<double>().base_weights() == std::array<double, 2>{45.0, 1.0});
+  const auto original_stopper = presets::early_stopper_for<double>(original);
+  CHECK(original_stopper.settings().patience == 25);
+  CHECK(original_stopper.settings().min_delta == 0.0005);
+
+  // stable: only what does not depend on the tuned numbers. The mel term follows the data's error
+  // scale (AdaptiveHuber, its scale set by the pipeline's ErrorScale); spikes are handled;
+  // early stopping is not a per-step policy.
+  CHECK(stable.mel == presets::mel_term::adaptive_huber);
+  CHECK(stable.spike_detection);
+  CHECK(stable.spikes != sl::spike_mode::report);
+  auto stable_loss = presets::stable_loss<double>();
+  static_assert(std::is_same_v<std::remove_cvref_t<decltype(stable_loss.term<0>())>, sl::AdaptiveHuber<double>>);
+  CHECK(stable_loss.term<0>().k == stable.huber_k);
+  CHECK(stable_loss.term<0>().scale == 1.0);
+  CHECK(stable_loss.base_weights() == std::array<double, 2>{stable.mel_weight, stable.stop_weight});
+  CHECK(stable_loss.reduction<0>() == sl::Reduction::mean);  // sl::apply needs it
+  using stable_type = presets::stable_stabilizer_type<double>;
+  static_assert(stable_type::has_error_scale && stable_type::terms == 2);
+  static_assert(std::is_same_v<decltype(presets::stable_stabilizer<double>()), stable_type>);
+  auto stable_guard = presets::stable_stabilizer<double>();
+  CHECK(stable_guard.get<sl::ErrorScale<2, double>>().settings().factor == stable.scale_factor);
+  CHECK(stable_guard.get<presets::calibrated_spike_dampener<double>>().settings().mode == stable.spikes);
+  CHECK(stable_guard.get<sl::EmaSmoother<double>>().settings().factor == stable.smoothing);
+  // Every preset runs on the one pipeline type; a remedy that is off gets neutral settings.
+  auto neutral = presets::stabilizer_for<double>(baseline);
+  CHECK(neutral.get<presets::calibrated_spike_dampener<double>>().settings().mode == sl::spike_mode::report);
+  CHECK(neutral.get<sl::AdaptiveWeight<2, double>>().settings().lo == 1.0);
+  CHECK(neutral.get<sl::AdaptiveWeight<2, double>>().settings().hi == 1.0);
+  CHECK(neutral.get<sl::EmaSmoother<double>>().settings().factor == 0.0);
 }
+
+namespace {
+template <class Pipeline, class Policy>
+inline constexpr bool lists = false;
+template <class R, class... Policies, class Policy>
+inline constexpr bool lists<sl::basic_stabilizer<R, Policies...>, Policy> = (std::is_same_v<Policies, Policy> || ...);
+}  // namespace
+
+// Early stopping watches validation checks (presets::early_stopper_for), not the per-step loss.
+static_assert(!lists<sl::presets::stable_stabilizer_type<double>, sl::EarlyStopper<double>>);
+static_assert(!lists<sl::presets::baseline_stabilizer_type<double>, sl::EarlyStopper<double>>);
+static_assert(lists<sl::presets::stable_stabilizer_type<double>, sl::ErrorScale<2, double>>);
 
 TEST_CASE("Stabilizer without a SpikeDampener passes a NaN on to the EarlyStopper", "[stability][stabilizer]") {
   sl::Stabilizer<sl::EmaSmoother<double>, sl::EarlyStopper<double>> guard;
@@ -164,7 +270,12 @@ TEST_CASE("Stabilizer without a SpikeDampener passes a NaN on to the EarlyStoppe
 
 TEST_CASE("Behind a SpikeDampener, one NaN is skipped but patience NaNs in a row stop the run",
           "[stability][stabilizer]") {
-  auto guard = sl::presets::stable_stabilizer<double>();  // patience 25
+  // The calibrated spike detector, and the original table's stopper (patience 25) on the per-step loss.
+  sl::Stabilizer<sl::presets::calibrated_spike_dampener<double>, sl::EmaSmoother<double>, sl::AdaptiveWeight<2, double>,
+                 sl::EarlyStopper<double>>
+      guard(sl::presets::calibrated_spike_dampener<double>(sl::presets::calibrated_spikes),
+            sl::EmaSmoother<double>({.factor = 0.1}), sl::AdaptiveWeight<2, double>{},
+            sl::presets::early_stopper_for<double>(sl::presets::original));
   const auto step = [&](double loss, double grad_norm = 1.0) {
     const std::array<double, 2> terms{loss, 0.1};
     return guard.update(loss, std::span<const double>(terms), grad_norm);

@@ -141,9 +141,9 @@ TEST_CASE("Corrupted, truncated, wrong-version or mismatched states are rejected
 
   // A well-formed state of another version (checksum recomputed so only the version is wrong).
   std::string old_version = good;
-  REQUIRE(old_version.rfind("steadyloss-state 3\n", 0) == 0);
-  old_version.replace(0, 18, "steadyloss-state 2");  // the format before every setting was saved
-  rejects(reseal(old_version), "unsupported version '2'");
+  REQUIRE(old_version.rfind("steadyloss-state 4\n", 0) == 0);
+  old_version.replace(0, 18, "steadyloss-state 3");  // the format before non_finite_patience was saved
+  rejects(reseal(old_version), "unsupported version '3'");
   rejects(reseal(old_version), "resume with the steadyloss version that wrote it, or start a new state");
   std::string bad_number = good;
   const auto at = bad_number.find("sum 0x");

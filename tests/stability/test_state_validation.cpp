@@ -188,8 +188,8 @@ TEST_CASE("A CRLF-converted state says so and another version line names the ver
   check_rejects(target, crlf, "CRLF");
   // The version line edited by hand (checksum not recomputed): the version is what is wrong.
   std::string edited = good;
-  edited.replace(0, 18, "steadyloss-state 4");
-  check_rejects(target, edited, "unsupported version '4', this build reads version 3");
+  edited.replace(0, 18, "steadyloss-state 5");
+  check_rejects(target, edited, "unsupported version '5', this build reads version 4");
 }
 
 TEST_CASE("apply_weights takes an AdaptiveWeight or a Stabilizer", "[stability][state]") {

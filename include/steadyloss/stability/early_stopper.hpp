@@ -42,9 +42,15 @@
 // `improved` means this step's value became best: save the model's weights now. The stop
 // latches: once stopped, later updates change nothing and keep reporting should_stop.
 // Inside a Stabilizer, a step an earlier policy skipped (a spike, a NaN) is not observed: one bad
-// batch must not end the run (with patience >= 2). But with stop_on_non_finite, max(patience, 1)
-// non-finite steps in a row from start_from on stop it (non_finite), so a loss that stays NaN
-// behind a SpikeDampener still ends.
+// batch must not end the run. But with stop_on_non_finite, a run of non-finite steps in a row
+// from start_from on stops it (non_finite), so a loss that stays NaN behind a SpikeDampener still
+// ends. The run's length is its own setting, non_finite_patience (max(non_finite_patience, 1)
+// steps; negative, the default: max(patience, 1), the rule before the setting existed), so that a
+// per-step Stabilizer can stop on 10 NaN steps in a row while its patience is out of the way
+// (patience = INT_MAX) because early stopping watches the validation loss
+// (validation_stopper, validation.hpp). A non-finite value that is observed rather than skipped
+// (no SpikeDampener before the stopper, or update(x) called directly) stops at once, as
+// Lightning's check_finite does: non_finite_patience only counts skipped steps.
 
 #include <algorithm>
 #include <cmath>
@@ -92,6 +98,9 @@ class EarlyStopper {
 
   struct config {
     int patience = 25;                          ///< >= 0
+    /// Skipped non-finite steps in a row that stop the run (with stop_on_non_finite; 0 acts as 1);
+    /// negative: max(patience, 1).
+    int non_finite_patience = -1;
     double min_delta = 0.0005;                  ///< its sign is ignored
     stop_mode mode = stop_mode::min;
     // NaN = not set. (Plain doubles, not std::optional: GCC 12 warns maybe-uninitialized on
@@ -145,6 +154,12 @@ class EarlyStopper {
   long long best_step() const { return best_step_; }
   long long wait() const { return wait_; }
   long long stop_step() const { return stop_step_; }
+  /// Steps counted so far: observations and skipped steps (the next one's index).
+  long long steps() const { return step_; }
+  /// The length of a run of skipped non-finite steps that stops (see non_finite_patience).
+  long long non_finite_limit() const {
+    return config_.non_finite_patience < 0 ? std::max(config_.patience, 1) : std::max(config_.non_finite_patience, 1);
+  }
   stop_reason reason() const { return reason_; }
   const config& settings() const { return config_; }
 
@@ -155,7 +170,7 @@ class EarlyStopper {
       improved_ = false;
       if (step < config_.start_from) return;  // ignored, as observations are
       non_finite_run_ = ctx.finite ? 0 : non_finite_run_ + 1;
-      if (!stopped_ && config_.stop_on_non_finite && non_finite_run_ >= std::max(config_.patience, 1))
+      if (!stopped_ && config_.stop_on_non_finite && non_finite_run_ >= non_finite_limit())
         stop(step, stop_reason::non_finite);
       return;
     }
@@ -178,6 +193,7 @@ class EarlyStopper {
     out.begin(name);
     out.put_int("value_digits", std::numeric_limits<T>::digits);
     out.put("patience", config_.patience);
+    out.put_int("non_finite_patience", saved_non_finite_patience());
     out.put("min_delta", config_.min_delta);
     out.put_word("mode", mode_names[static_cast<int>(config_.mode)]);
     out.put("baseline", config_.baseline);
@@ -207,6 +223,7 @@ class EarlyStopper {
                                   type_name(std::numeric_limits<T>::digits),
                                   "); restore into an EarlyStopper of the same value type");
     in.expect_config(name, "patience", config_.patience);
+    in.expect_int(name, "non_finite_patience", saved_non_finite_patience());
     in.expect_config(name, "min_delta", config_.min_delta);
     in.expect_choice(name, "mode", static_cast<long long>(config_.mode), {mode_names[0], mode_names[1]});
     in.expect_config(name, "baseline", config_.baseline);
@@ -263,6 +280,9 @@ class EarlyStopper {
            : digits == std::numeric_limits<double>::digits ? "double"
                                                            : "an unknown type";
   }
+
+  // Every negative value means the same rule: saved as -1, so they load into each other.
+  long long saved_non_finite_patience() const { return std::max(config_.non_finite_patience, -1); }
 
   bool min_mode() const { return config_.mode == stop_mode::min; }
   bool better(T a, T b) const { return min_mode() ? a < b : a > b; }
@@ -373,8 +393,9 @@ class EarlyStopper {
       bad("stop_step", stop_step_, "must be -1 before a stop, else a step in [max(start_from, best_step), step)");
     if (non_finite_run_ < 0 || non_finite_run_ > counted)
       bad("non_finite_run", non_finite_run_, "must be in [0, steps counted from start_from]");
-    if (!stopped_ && config_.stop_on_non_finite && non_finite_run_ >= patience_stop)
-      bad("non_finite_run", non_finite_run_, "reached max(patience, 1) but the stopper has not stopped");
+    if (!stopped_ && config_.stop_on_non_finite && non_finite_run_ >= non_finite_limit())
+      in.fail_field("non_finite_run", "= ", non_finite_run_, " reached the non-finite limit (", non_finite_limit(),
+                    ") but the stopper has not stopped");
     // The run's steps were all skipped: none of them set best.
     if (best_step_ >= step_ - non_finite_run_)
       bad("non_finite_run", non_finite_run_, "covers best_step, but skipped steps are not observed");

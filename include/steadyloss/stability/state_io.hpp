@@ -1,7 +1,7 @@
 #pragma once
 // The resume format of every step policy and of the Stabilizer: versioned, portable text.
 //
-//   steadyloss-state 3
+//   steadyloss-state 4
 //   begin EmaSmoother
 //   factor 0x1.999999999999ap-4
 //   steps 17
@@ -25,6 +25,8 @@
 // Version 3 adds every setting that changes a decision (AdaptiveWeight's fast, slow, warmup
 // and temperature; the zscore and ema_zscore detectors' parameters; EarlyStopper's other
 // options), so a state from a differently configured pipeline is rejected naming the setting.
+// Version 4 adds EarlyStopper's non_finite_patience (and the ValidationStopper section,
+// validation.hpp).
 
 #include <algorithm>
 #include <charconv>
@@ -45,8 +47,9 @@
 
 namespace steadyloss {
 
-// 2: level shifts, non-finite runs; 3: every decision-changing setting, validated ranges
-inline constexpr int state_format_version = 3;
+// 2: level shifts, non-finite runs; 3: every decision-changing setting, validated ranges;
+// 4: EarlyStopper's non_finite_patience
+inline constexpr int state_format_version = 4;
 
 /// The largest counter a state may hold (2^53; see above).
 inline constexpr long long max_state_counter = 1LL << 53;

@@ -4,6 +4,8 @@
 #include <concepts>
 #include <cstddef>
 
+#include "distributed/reduction.hpp"
+
 namespace steadyloss {
 template <class T, class Enable>
 struct tensor_traits;
@@ -38,6 +40,12 @@ template <class T, class Monitor>
 class EarlyStopper;
 template <class T>
 class StabilityMetrics;
+template <class T>
+struct validation_report;
+template <class T, Reducer R>
+class basic_validation_stopper;
+template <class State>
+class best_state;
 class error;
 class invalid_parameter;
 class shape_mismatch;

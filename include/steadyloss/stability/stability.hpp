@@ -11,4 +11,5 @@
 #include "stabilizer.hpp"
 #include "state_io.hpp"
 #include "step.hpp"
+#include "validation.hpp"
 #include "window.hpp"

@@ -15,9 +15,10 @@
 //
 //   auto loss  = sl::presets::stable_loss<float>();
 //   auto guard = sl::presets::stable_stabilizer<float>();      // per step: sl::apply(loss, report)
-//   auto stopper = sl::presets::early_stopper_for<float>(sl::presets::stable);  // per validation check
+//   auto stopper = sl::presets::validation_stopper_for<float>(sl::presets::stable);  // per validation check
 
 #include <cstddef>
+#include <limits>
 
 #include "loss/adaptive_huber.hpp"
 #include "loss/balanced_bce.hpp"
@@ -50,6 +51,7 @@ struct preset_config {
   int patience = 20;             ///< validation checks without improvement before the run stops
   double min_delta = 0.0;
   double validation_smoothing = 0.0;  ///< EmaSmoother on the validation checks (0: off, as Lightning)
+  int non_finite_steps = 10;     ///< consecutive non-finite training steps that end the run
 };
 
 /// The spike detector chosen by tools/spike_calibration (docs/spike-calibration.md), by a rule
@@ -126,10 +128,12 @@ baseline_stabilizer_type<T> baseline_stabilizer() {
 
 template <class T = float>
 using stable_stabilizer_type = Stabilizer<calibrated_spike_dampener<T>, EmaSmoother<T>, AdaptiveWeight<2, T>,
-                                          ErrorScale<2, T>, StabilityMetrics<T>>;
+                                          ErrorScale<2, T>, EarlyStopper<T>, StabilityMetrics<T>>;
 
 /// The step policies of a preset, each remedy that is off given neutral settings (spike detection
-/// in report mode, adaptive bounds [1, 1]): one pipeline type for every preset.
+/// in report mode, adaptive bounds [1, 1]): one pipeline type for every preset. Its EarlyStopper
+/// only ends a run of `non_finite_steps` non-finite steps (patience is the validation stopper's:
+/// the per-step report's improved/best describe the training loss, not a checkpoint to keep).
 template <class T = float>
 stable_stabilizer_type<T> stabilizer_for(const preset_config& p) {
   auto spikes = calibrated_spikes;
@@ -137,12 +141,15 @@ stable_stabilizer_type<T> stabilizer_for(const preset_config& p) {
   return stable_stabilizer_type<T>(
       calibrated_spike_dampener<T>(spikes), EmaSmoother<T>({.factor = p.smoothing}),
       AdaptiveWeight<2, T>({.lo = p.adaptive_weights ? p.weight_lo : 1.0, .hi = p.adaptive_weights ? p.weight_hi : 1.0}),
-      ErrorScale<2, T>({.factor = p.scale_factor}), StabilityMetrics<T>{});
+      ErrorScale<2, T>({.factor = p.scale_factor}),
+      EarlyStopper<T>({.patience = std::numeric_limits<int>::max(), .non_finite_patience = p.non_finite_steps,
+                       .min_delta = 0.0}),
+      StabilityMetrics<T>{});
 }
 
 /// Stable step policies: the calibrated spike detector, smoothing, adaptive weights and the
 /// mel term's error scale, metrics. Early stopping watches the validation loss (see
-/// stable_early_stopper), not these per-step values.
+/// validation_stopper_for), not these per-step values.
 template <class T = float>
 stable_stabilizer_type<T> stable_stabilizer() {
   return stabilizer_for<T>(stable);
@@ -152,6 +159,12 @@ stable_stabilizer_type<T> stable_stabilizer() {
 template <class T = float>
 EarlyStopper<T> early_stopper_for(const preset_config& p) {
   return EarlyStopper<T>({.patience = p.patience, .min_delta = p.min_delta});
+}
+
+/// The validation stopper of a preset: patience counts validation checks.
+template <class T = float>
+validation_stopper<T> validation_stopper_for(const preset_config& p) {
+  return validation_stopper<T>({.patience = p.patience, .min_delta = p.min_delta}, p.validation_smoothing);
 }
 
 }  // namespace steadyloss::presets

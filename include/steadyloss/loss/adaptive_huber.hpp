@@ -11,7 +11,8 @@
 //
 // `scale` is a runtime parameter a step policy sets between steps: ErrorScale tracks a debiased
 // EMA of this term's own mean value and sl::apply(loss, report) copies it here. That makes the
-// scale the fixed point s = E[huber_k(d / s)] / k, an M-estimator of scale (Huber 1964,
+// scale the fixed point s = E[huber_{k s}(d)] / (k s), that is E[huber_k(d / s)] = k (huber_k:
+// Huber with delta k, not divided), an M-estimator of scale (Huber 1964,
 // "Robust Estimation of a Location Parameter"; his Proposal 2 fixes the scale by the same kind
 // of equation), gathered from the value every executor already reduces: no extra pass, nothing
 // new in any backend, reduced across ranks with the other per-term values. For Gaussian errors

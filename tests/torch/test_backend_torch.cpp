@@ -9,10 +9,14 @@
 #include <catch2/catch.hpp>
 
 #include <steadyloss/backend/torch.hpp>
+#include <steadyloss/backend/torch_step.hpp>
 #include <steadyloss/presets.hpp>
 #include <steadyloss/steadyloss.hpp>
 
+#include <algorithm>
+#include <array>
 #include <bit>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <limits>
@@ -491,5 +495,262 @@ TEST_CASE("torch half and bfloat16 run on CUDA only, computed in float") {
     expected.backward();
     require_close(value.to(torch::kFloat32), expected, 1e-2, "16-bit value");
     require_close(leaf.grad().to(torch::kFloat32), p32.grad(), 1e-2, "16-bit gradient");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// steadyloss/backend/torch_step.hpp: the training step's helpers.
+
+namespace {
+
+/// A tensor's elements as float64 on the host, for references computed by hand.
+std::vector<double> host_values(const torch::Tensor& t) {
+  const auto c = t.detach().to(torch::kCPU, torch::kFloat64).contiguous();
+  return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
+}
+
+/// Exact bit equality (torch::equal compares values: it would call -0.0 and 0.0 equal).
+bool same_bits(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.sizes() != b.sizes() || a.scalar_type() != b.scalar_type()) return false;
+  const auto ca = a.detach().to(torch::kCPU).contiguous(), cb = b.detach().to(torch::kCPU).contiguous();
+  if (ca.scalar_type() == torch::kFloat32) return torch::equal(ca.view(torch::kInt32), cb.view(torch::kInt32));
+  if (ca.scalar_type() == torch::kFloat64) return torch::equal(ca.view(torch::kInt64), cb.view(torch::kInt64));
+  return torch::equal(ca, cb);
+}
+
+/// A parameter with a gradient set by hand (a leaf that requires grad, as a model's).
+template <class T>
+torch::Tensor parameter_with_grad(std::vector<std::int64_t> shape, std::uint64_t seed, double grad_scale) {
+  auto p = random_pred<T>(shape, seed).set_requires_grad(true);
+  p.mutable_grad() = random_pred<T>(shape, seed + 1000) * grad_scale;
+  return p;
+}
+
+}  // namespace
+
+TEMPLATE_TEST_CASE("torch grad_norm is the float64 norm of the per-parameter norms", "[torch_step]", float, double) {
+  using T = TestType;
+  std::vector<torch::Tensor> params{parameter_with_grad<T>({7, 5}, 30, 1.0), parameter_with_grad<T>({5}, 31, 1e-3),
+                                    parameter_with_grad<T>({3, 4, 2}, 32, 40.0), parameter_with_grad<T>({1}, 33, 1.0),
+                                    parameter_with_grad<T>({300, 70}, 34, 0.1)};
+  // A parameter that requires grad but got none this step (an unused head), and one that does
+  // not require grad at all: both are skipped.
+  params.insert(params.begin() + 2, random_pred<T>({9}, 35).set_requires_grad(true));
+  params.push_back(random_pred<T>({4}, 36));
+  REQUIRE_FALSE(params[2].grad().defined());
+
+  // Reference by hand: each gradient's sum of squares in float64, its square root, then the
+  // norm of those norms.
+  double sum_of_norms_squared = 0;
+  for (const auto& p : params) {
+    if (!p.grad().defined()) continue;
+    double squares = 0;
+    for (const double g : host_values(p.grad())) squares += g * g;
+    const double norm = std::sqrt(squares);
+    sum_of_norms_squared += norm * norm;
+  }
+  const double expected = std::sqrt(sum_of_norms_squared);
+
+  const double actual = sl::torch::grad_norm(params);
+  static_assert(std::is_same_v<decltype(sl::torch::grad_norm(params)), double>);
+  const double rel = std::is_same_v<T, float> ? 2e-6 : 1e-13;
+  INFO("expected " << expected << ", got " << actual);
+  CHECK(std::fabs(actual - expected) <= rel * expected);
+
+  SECTION("no gradient at all is 0") {
+    const std::vector<torch::Tensor> none{random_pred<T>({3}, 37).set_requires_grad(true), random_pred<T>({2}, 38)};
+    CHECK(sl::torch::grad_norm(none) == 0.0);
+    CHECK(sl::torch::grad_norm(std::vector<torch::Tensor>{}) == 0.0);
+  }
+  SECTION("float32 and float64 gradients together") {
+    const std::vector<torch::Tensor> mixed{parameter_with_grad<float>({6, 3}, 39, 2.0),
+                                           parameter_with_grad<double>({11}, 40, 3.0)};
+    double squares = 0;
+    for (const auto& p : mixed)
+      for (const double g : host_values(p.grad())) squares += g * g;
+    CHECK(std::fabs(sl::torch::grad_norm(mixed) - std::sqrt(squares)) <= 2e-6 * std::sqrt(squares));
+  }
+}
+
+TEMPLATE_TEST_CASE("torch apply scales the gradients by the report's scale and says whether to step",
+                   "[torch_step]", float, double) {
+  using T = TestType;
+  std::vector<torch::Tensor> params{parameter_with_grad<T>({4, 3}, 41, 1.0), parameter_with_grad<T>({3}, 42, 5.0),
+                                    random_pred<T>({2}, 43).set_requires_grad(true)};  // no grad: left alone
+  const std::vector<torch::Tensor> before{params[0].grad().clone(), params[1].grad().clone()};
+  const void* storage = params[0].grad().data_ptr();
+  sl::step_report<float, 2> report;
+
+  SECTION("scale 0.5: every gradient halved in place (exactly: a power of two)") {
+    report.scale = 0.5f;
+    CHECK(sl::torch::apply(report, params));
+    CHECK(same_bits(params[0].grad(), before[0] * 0.5));
+    CHECK(same_bits(params[1].grad(), before[1] * 0.5));
+    CHECK(params[0].grad().data_ptr() == storage);
+    CHECK_FALSE(params[2].grad().defined());
+    CHECK_FALSE(params[0].grad().requires_grad());
+  }
+  SECTION("scale 1: step, gradients untouched") {
+    CHECK(sl::torch::apply(report, params));
+    CHECK(same_bits(params[0].grad(), before[0]));
+  }
+  SECTION("skipped (scale 0): no step, gradients untouched") {
+    report.scale = 0.0f;
+    report.skipped = true;
+    CHECK_FALSE(sl::torch::apply(report, params));
+    CHECK(same_bits(params[0].grad(), before[0]));
+    CHECK(same_bits(params[1].grad(), before[1]));
+  }
+  SECTION("non-finite step: no step even when no policy skipped it") {
+    report.non_finite = true;
+    CHECK_FALSE(sl::torch::apply(report, params));
+    CHECK(same_bits(params[0].grad(), before[0]));
+  }
+  SECTION("a scale that is not finite and > 0 on a step that is not skipped is an error") {
+    report.scale = -1.0f;
+    CHECK_THROWS_WITH(sl::torch::apply(report, params), Catch::Contains("report.scale must be finite and > 0"));
+  }
+}
+
+TEST_CASE("torch best_weights copies on improvement only, without allocating again, and restores exact bits",
+          "[torch_step]") {
+  torch::manual_seed(44);
+  torch::nn::Sequential model(torch::nn::Linear(5, 4), torch::nn::BatchNorm1d(4), torch::nn::Linear(4, 2));
+  model->to(test_device());
+  sl::torch::best_weights best(*model);
+  // 3 x (weight, bias) + BatchNorm's weight and bias, then its running_mean, running_var and
+  // num_batches_tracked.
+  REQUIRE(best.tensors().size() == model->parameters().size() + model->buffers().size());
+  REQUIRE(model->buffers().size() == 3);
+
+  const auto train_step = [&](std::uint64_t seed) {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.add_(random_pred<float>(p.sizes().vec(), seed++) * 0.1);
+    (void)model->forward(random_pred<float>({8, 5}, seed));  // training mode: moves BatchNorm's running stats
+  };
+  const auto snapshot = [&] {
+    std::vector<torch::Tensor> out;
+    for (const auto& t : best.tensors()) out.push_back(t.detach().clone());
+    return out;
+  };
+  const auto all_same_bits = [](const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i)
+      if (!same_bits(a[i], b[i])) return false;
+    return true;
+  };
+
+  // The validation checks' reports (check index, training step, improved).
+  sl::validation_stopper<float> stopper({.patience = 10, .min_delta = 0.0});
+  CHECK_FALSE(best.restore());  // nothing kept yet: the model is left alone
+  CHECK_FALSE(best.has_value());
+
+  CHECK(best.update(stopper.check(3.0f, 9)));  // first check: improved, the first copy
+  REQUIRE(best.has_value());
+  CHECK(best.step() == 9);
+  CHECK(best.check() == 0);
+  const auto first = snapshot();
+  CHECK(all_same_bits(best.kept(), first));
+  std::vector<const void*> storage;
+  for (const auto& k : best.kept()) {
+    storage.push_back(k.data_ptr());
+    CHECK_FALSE(k.requires_grad());
+    CHECK(k.grad_fn() == nullptr);
+  }
+
+  train_step(50);
+  CHECK_FALSE(best.update(stopper.check(3.5f, 19)));  // worse: nothing copied
+  CHECK(all_same_bits(best.kept(), first));
+
+  train_step(60);
+  CHECK(best.update(stopper.check(2.0f, 29)));  // better: copied into the same tensors
+  CHECK(best.step() == 29);
+  CHECK(best.check() == 2);
+  const auto second = snapshot();
+  CHECK(all_same_bits(best.kept(), second));
+  CHECK_FALSE(all_same_bits(second, first));
+  for (std::size_t i = 0; i < storage.size(); ++i) CHECK(best.kept()[i].data_ptr() == storage[i]);
+
+  train_step(70);
+  CHECK_FALSE(best.update(stopper.check(2.5f, 39)));
+  CHECK(best.step() == 29);
+  std::vector<const void*> live_storage;
+  for (const auto& t : best.tensors()) live_storage.push_back(t.data_ptr());
+  CHECK(best.restore());
+  CHECK(all_same_bits(snapshot(), second));  // parameters and running statistics
+  const auto params = model->parameters();
+  for (std::size_t i = 0; i < live_storage.size(); ++i) CHECK(best.tensors()[i].data_ptr() == live_storage[i]);
+  for (const auto& p : params) {
+    CHECK(p.requires_grad());
+    CHECK(p.is_leaf());
+  }
+  for (std::size_t i = 0; i < storage.size(); ++i) CHECK(best.kept()[i].data_ptr() == storage[i]);
+}
+
+TEST_CASE("torch frozen_copy: the validation total does not move with the live loss's multipliers and scales",
+          "[torch_step]") {
+  auto loss = sl::presets::stable_loss<float>();  // AdaptiveHuber mel + smoothed BCE stop
+  const auto validation_loss = sl::torch::frozen_copy(loss);
+  const auto mel_pred = random_pred<float>({4, 10, 6}, 45), mel_target = random_pred<float>({4, 10, 6}, 46);
+  const auto stop_logits = random_pred<float>({4, 10}, 47), stop_target = binary_target<float>({4, 10}, 48);
+  const auto lengths = sl::torch::lengths(std::vector<int>{10, 7, 3, 9});
+  const auto total_of = [&](const auto& l) {
+    return sl::torch::evaluate(l, sl::torch::inputs(mel_pred, mel_target, lengths),
+                               sl::torch::inputs(stop_logits, stop_target, lengths))
+        .result.total;
+  };
+  const float validation_before = total_of(validation_loss);
+  const float live_before = total_of(loss);
+  CHECK(std::bit_cast<std::uint32_t>(validation_before) == std::bit_cast<std::uint32_t>(live_before));
+
+  // What a step's report does to the live loss: AdaptiveWeight's multipliers and the mel term's
+  // error scale (the stop term follows none: NaN).
+  sl::step_report<float, 2> report;
+  report.weights = {1.3f, 0.7f};
+  report.error_scales = {0.05f, std::numeric_limits<float>::quiet_NaN()};
+  sl::apply(loss, report);
+  REQUIRE(loss.term<0>().scale == 0.05f);
+  CHECK(total_of(loss) != live_before);
+  CHECK(std::bit_cast<std::uint32_t>(total_of(validation_loss)) == std::bit_cast<std::uint32_t>(validation_before));
+  CHECK(validation_loss.multipliers() == std::array<float, 2>{1.0f, 1.0f});
+  CHECK(validation_loss.term<0>().scale == 1.0f);
+
+  // A copy made later has multipliers 1 again but keeps the scale it finds (hence: before training).
+  const auto late = sl::torch::frozen_copy(loss);
+  CHECK(late.multipliers() == std::array<float, 2>{1.0f, 1.0f});
+  CHECK(late.weights() == late.base_weights());
+  CHECK(late.term<0>().scale == 0.05f);
+}
+
+TEMPLATE_TEST_CASE("torch AdaptiveHuber matches a float64 reference of value and gradient", "[torch_step]", float,
+                   double) {
+  using T = TestType;
+  const auto pred = random_pred<T>({5, 41}, 49), target = random_pred<T>({5, 41}, 50);
+  const std::vector<double> p = host_values(pred), t = host_values(target);
+  const double n = static_cast<double>(p.size());
+  for (const double k : {3.88, 1.0}) {
+    for (const double scale : {0.05, 0.3, 1.0, 4.0}) {
+      INFO("k " << k << ", scale " << scale);
+      const sl::AdaptiveHuber<T> term{.k = T(k), .scale = T(scale)};
+      // Reference: value = huber_delta(d) / delta, grad = clamp(d, -delta, delta) / delta, then
+      // the mean's 1 / n; delta = k x scale.
+      const double delta = k * scale;
+      double value = 0;
+      std::vector<double> grad(p.size());
+      for (std::size_t i = 0; i < p.size(); ++i) {
+        const double d = p[i] - t[i];
+        const double huber = std::fabs(d) <= delta ? 0.5 * d * d : delta * (std::fabs(d) - 0.5 * delta);
+        value += huber / delta;
+        grad[i] = std::clamp(d, -delta, delta) / delta / n;
+      }
+      value /= n;
+      const auto leaf = pred.clone().set_requires_grad(true);
+      const auto out = sl::torch::loss(term, leaf, target);
+      out.backward();
+      const auto expected_grad = torch::tensor(grad, torch::kFloat64).view(pred.sizes());
+      require_close(out, torch::scalar_tensor(value, torch::kFloat64), 4 * tolerance<T>(), "value");
+      // x n: per-element gradients of magnitude up to 1, so the absolute part of the tolerance bites.
+      require_close(leaf.grad() * n, expected_grad * n, 4 * tolerance<T>(), "gradient x n");
+    }
   }
 }

@@ -48,6 +48,10 @@
 #include <thread>
 #include <vector>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "preset_overrides.hpp"
 #include "scenarios.hpp"
 #include "study_metrics.hpp"
@@ -138,27 +142,32 @@ const char* const core_configurations[] = {"baseline", "original", "oracle", "st
 
 struct configuration_list {
   std::vector<configuration> run;
-  std::vector<std::string> not_run;  // ablations that train as their parent ("name (as parent)")
+  std::vector<std::string> not_run;  // ablations that train as another configuration ("name (trains as other)")
 };
 
 configuration_list all_configurations(const sl::presets::preset_config& stable) {
   const auto& base = sl::presets::baseline;
   configuration_list out;
   out.run = {{"baseline", base}, {"original", sl::presets::original}, {"oracle", base, true}, {"stable", stable}};
-  const auto add = [&](std::string name, const sl::presets::preset_config& p, const sl::presets::preset_config& parent,
-                       const char* parent_name) {
-    if (st::same_behaviour(p, parent)) out.not_run.push_back(name + " (trains as " + parent_name + ")");
-    else out.run.push_back({std::move(name), p, false, true});
+  // An ablation that trains as a configuration already listed (its parent when the remedy is the
+  // same in both presets, or another ablation) is named, not run: its numbers would be that one's.
+  const auto add = [&](std::string name, const sl::presets::preset_config& p) {
+    for (const auto& c : out.run)
+      if (!c.oracle && st::same_behaviour(p, c.preset)) {
+        out.not_run.push_back(name + " (trains as " + c.name + ")");
+        return;
+      }
+    out.run.push_back({std::move(name), p, false, true});
   };
   for (const auto& r : remedies) {
     auto p = base;
     r.copy(p, stable);
-    add(std::string("baseline + ") + r.name, p, base, "baseline");
+    add(std::string("baseline + ") + r.name, p);
   }
   for (const auto& r : remedies) {
     auto p = stable;
     r.copy(p, base);
-    add(std::string("stable - ") + r.name, p, stable, "stable");
+    add(std::string("stable - ") + r.name, p);
   }
   return out;
 }
@@ -487,7 +496,7 @@ double strict_mean(const std::vector<double>& values) {  // NaN if any value is 
 }
 
 std::string change(double value, double reference) {
-  if (!std::isfinite(value) || !std::isfinite(reference)) return "n/a (non-finite runs)";
+  if (!std::isfinite(value) || !std::isfinite(reference)) return "n/a (NaN in some runs)";
   char buffer[32];
   std::snprintf(buffer, sizeof buffer, "%+.0f%%", 100.0 * (value / reference - 1.0));
   return buffer;
@@ -823,7 +832,7 @@ void write_outputs(const std::vector<configuration>& configs, const std::vector<
        << st::preset_text(s.stable) << "`\n\n"
        << "Ablations run at " << (s.ablations_everywhere ? "every scenario" : "the default scenario only") << ".";
     if (!not_run.empty()) {
-      md << " Not run (identical training to their parent):";
+      md << " Not run (they train exactly as the configuration named):";
       for (const auto& n : not_run) md << " " << n << ";";
     }
     if (failed > 0) md << "\n\n**" << failed << " runs failed with an exception; see runs.csv's error column.**";
@@ -855,6 +864,13 @@ void write_outputs(const std::vector<configuration>& configs, const std::vector<
 }  // namespace
 
 int main(int argc, char** argv) {
+#if defined(__GLIBC__)
+  // Every step allocates batch-sized matrices (~180 KB, above glibc's initial mmap threshold) and
+  // frees them: with the defaults each one is a fresh mmap and its pages fault in again. Keeping
+  // them on the heap halves the run time (measured: 4.9 s -> 2.3 s for 10 runs); results unchanged.
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
   study_settings s;
   s.threads = std::max(1, std::min(2, int(std::thread::hardware_concurrency())));
   bool list = false;

@@ -80,35 +80,37 @@ TEST_CASE("The stable pipeline sets the AdaptiveHuber mel term's scale through s
           "[stability][stabilizer][compose]") {
   auto loss = sl::presets::stable_loss<double>();
   auto guard = sl::presets::stable_stabilizer<double>();
-  // Errors of magnitude 0.2 and 0.6 (half each): far below the default delta k x 1 = 3.88.
+  // Errors 0.2, -0.6, 0.2, -0.6.
   const std::vector<double> mel_pred{0.2, -0.6, 1.2, 0.4}, mel_target{0.0, 0.0, 1.0, 1.0};
   const std::vector<double> stop_logits{-2.0, 0.5, 3.0, -1.0}, stop_target{0.0, 0.0, 1.0, 0.0};
   std::vector<double> d_mel(4), d_stop(4);
   const double k = sl::presets::stable.huber_k;
+  // The mean value at a scale, worked from the closed form: huber_delta(d) / delta, delta = k s.
+  const auto mean_value = [k](long double s) {
+    const long double delta = k * s;
+    long double sum = 0;
+    for (long double d : {0.2L, -0.6L, 0.2L, -0.6L}) {
+      const long double a = std::fabs(d);
+      sum += (a <= delta ? 0.5L * a * a : delta * (a - 0.5L * delta)) / delta;
+    }
+    return sum / 4;
+  };
   CHECK(loss.term<0>().scale == 1.0);  // before any step
   double previous_scale = 1.0;
-  for (int step = 0; step < 200; ++step) {
-    const double delta = k * previous_scale;
-    // The mean value this step, worked from the closed form: huber_delta(d) / delta.
-    double want = 0;
-    for (double d : {0.2, -0.6, 0.2, -0.6}) {
-      const double a = std::fabs(d);
-      want += (a <= delta ? 0.5 * a * a : delta * (a - 0.5 * delta)) / delta / 4;
-    }
+  for (int step = 0; step < 300; ++step) {
     const auto result = loss.evaluate(sl::inputs(mel_pred, mel_target), sl::inputs(stop_logits, stop_target),
                                       sl::grads(d_mel, d_stop));
-    REQUIRE(result.values[0] == Approx(want).epsilon(1e-12));
+    REQUIRE(result.values[0] == Approx(double(mean_value(previous_scale))).epsilon(1e-12));
     const auto report = guard.update(result, 1.0);
     sl::apply(loss, report);
     CHECK(loss.term<0>().scale == report.error_scales[0]);
     CHECK(loss.term<1>().eps == sl::presets::stable.label_smoothing);  // a term without a scale: untouched
     previous_scale = loss.term<0>().scale;
   }
-  // The fixed point s = mean(huber_{k s}(d)) / (k s): with every |d| below k s it is
-  // s = mean(d^2) / (2 k s), s = sqrt(mean(d^2) / (2 k)) = sqrt(0.2 / (2 k)), if then |d| <= k s.
-  const double fixed = std::sqrt(0.2 / (2 * k));
-  REQUIRE(0.6 <= k * fixed);
-  CHECK(previous_scale == Approx(fixed).epsilon(1e-9));
+  // The fixed point s = mean_value(s) (the mean value falls as s grows: one root), by bisection.
+  long double lo = 1e-6L, hi = 10;
+  for (int i = 0; i < 100; ++i) (mean_value((lo + hi) / 2) > (lo + hi) / 2 ? lo : hi) = (lo + hi) / 2;
+  CHECK(previous_scale == Approx(double(lo)).epsilon(1e-9));
 }
 
 TEST_CASE("Stabilizer takes per-term values without the composed loss", "[stability][stabilizer]") {
@@ -251,10 +253,23 @@ template <class R, class... Policies, class Policy>
 inline constexpr bool lists<sl::basic_stabilizer<R, Policies...>, Policy> = (std::is_same_v<Policies, Policy> || ...);
 }  // namespace
 
-// Early stopping watches validation checks (presets::early_stopper_for), not the per-step loss.
-static_assert(!lists<sl::presets::stable_stabilizer_type<double>, sl::EarlyStopper<double>>);
 static_assert(!lists<sl::presets::baseline_stabilizer_type<double>, sl::EarlyStopper<double>>);
 static_assert(lists<sl::presets::stable_stabilizer_type<double>, sl::ErrorScale<2, double>>);
+
+TEST_CASE("Presets: the per-step EarlyStopper only ends runs of non-finite steps", "[stability][presets]") {
+  // Patience counts validation checks (presets::early_stopper_for); the per-step stopper never runs
+  // out of patience on the training loss, whatever the preset.
+  for (const auto& preset : {sl::presets::baseline, sl::presets::original, sl::presets::stable}) {
+    auto guard = sl::presets::stabilizer_for<double>(preset);
+    const auto& settings = guard.get<sl::EarlyStopper<double>>().settings();
+    CHECK(settings.patience == std::numeric_limits<int>::max());
+    CHECK(settings.non_finite_patience == preset.non_finite_steps);
+    CHECK(settings.stop_on_non_finite);
+    CHECK(preset.non_finite_steps > 0);
+    double loss = 1.0;
+    for (int i = 0; i < 500; ++i) CHECK_FALSE(guard.update(loss *= 1.001, std::vector<double>{loss, 0.1}, 1.0).should_stop);
+  }
+}
 
 TEST_CASE("Stabilizer without a SpikeDampener passes a NaN on to the EarlyStopper", "[stability][stabilizer]") {
   sl::Stabilizer<sl::EmaSmoother<double>, sl::EarlyStopper<double>> guard;

@@ -9,7 +9,7 @@
 namespace st = steadyloss::study;
 namespace presets = steadyloss::presets;
 
-TEST_CASE("--set overrides every listed field", "[study][overrides]") {
+TEST_CASE("set_fields overrides every listed field", "[study][overrides]") {
   presets::preset_config p{};
   st::set_fields(p,
                  "mel=adaptive_huber,huber_k=2.5,scale_factor=0.8,mel_weight=40,stop_pos_weight=3,label_smoothing=0.02,"
@@ -39,7 +39,7 @@ TEST_CASE("--set overrides every listed field", "[study][overrides]") {
   CHECK(p.spikes == steadyloss::spike_mode::dampen);
 }
 
-TEST_CASE("--set rejects what it cannot read, naming the field", "[study][overrides]") {
+TEST_CASE("set_fields rejects what it cannot read, naming the field", "[study][overrides]") {
   presets::preset_config p{};
   CHECK_THROWS_WITH(st::set_fields(p, "huber_k=abc"), Catch::Contains("huber_k") && Catch::Contains("abc"));
   CHECK_THROWS_WITH(st::set_fields(p, "no_such_field=1"), Catch::Contains("no_such_field"));

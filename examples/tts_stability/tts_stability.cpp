@@ -20,8 +20,9 @@
 // adaptive multipliers and the AdaptiveHuber scale for the next step.
 // Early stopping watches the validation loss only: every eval_every steps the validation loss (a
 // copy of the loss made before training: base weights, initial scale, so its values compare over
-// the run) goes through an EmaSmoother (validation_smoothing) and an EarlyStopper (patience in
-// checks, min_delta), as Lightning's EarlyStopping monitors val_loss. Every run trains to the
+// the run) goes to presets::validation_stopper_for(preset) (patience in checks, min_delta,
+// validation_smoothing), as Lightning's EarlyStopping monitors val_loss, and sl::best_state keeps
+// the weights of the best check. Every run trains to the
 // budget: the step at which the stopper fired and the held-out error of the best weights at that
 // moment (what an early-stopped run ends with) are recorded, and so is the error of the weights at
 // the budget (what training without early stopping ends with), so one run answers both.
@@ -221,23 +222,6 @@ bool finite_weights(tts::model& m) {
   return true;
 }
 
-/// The validation early stopper: EmaSmoother(validation_smoothing) + EarlyStopper(patience in
-/// checks, min_delta), fed one validation loss per check.
-struct validation_monitor {
-  sl::Stabilizer<sl::EmaSmoother<float>, sl::EarlyStopper<float>> guard;
-  explicit validation_monitor(const sl::presets::preset_config& p)
-      : guard(sl::EmaSmoother<float>({.factor = p.validation_smoothing}),
-              sl::EarlyStopper<float>({.patience = p.patience, .min_delta = p.min_delta})) {}
-  struct outcome {
-    bool improved = false, should_stop = false;
-  };
-  template <class Result>
-  outcome check(const Result& validation) {
-    const auto r = guard.update(validation, 0.0f);
-    return {r.improved, r.should_stop};
-  }
-};
-
 auto stop_term(const sl::presets::preset_config& p) {
   // Label smoothing 0 gives the plain term's values: one type for every configuration.
   return sl::LabelSmoothing<sl::BalancedBCE<float>>{sl::BalancedBCE<float>{.pos_weight = float(p.stop_pos_weight)},
@@ -262,14 +246,15 @@ run_record run(const configuration& config, const st::scenario& scenario, const 
   std::mt19937_64 damage(static_cast<unsigned long long>(seed) * 1299709 + 11);
   std::uniform_real_distribution<double> uniform(0.0, 1.0);
   tts::model params(s.hidden, rng);
-  tts::model grads = tts::model::zeros_like(params), best = params;
+  tts::model grads = tts::model::zeros_like(params);
+  sl::best_state<tts::model> best;
   tts::adam optimizer(params, s.learning_rate);
   optimizer.beta2 = s.beta2;
 
   auto loss = sl::compose(sl::term(mel_term, float(p.mel_weight)), sl::term(stop_term(p), float(p.stop_weight)));
   const auto validation_loss = loss;  // base weights, initial scale: one scale all run
   auto guard = sl::presets::stabilizer_for<float>(p);
-  validation_monitor monitor(p);
+  auto stopper = sl::presets::validation_stopper_for<float>(p);
   // The same spike measurement for every configuration: the library's mean-ratio rule (2x the
   // mean of the last 10 accepted values), report only, on the unweighted training mel L1.
   sl::SpikeDampener<float> spike_meter({.window = 10, .threshold = 2.0, .mode = sl::spike_mode::report});
@@ -372,15 +357,12 @@ run_record run(const configuration& config, const st::scenario& scenario, const 
       eval_steps.push_back(step + 1);
       heldout_series.push_back(row.heldout);
       if (!stopped) {  // the shadow measurement: the stopper decides, training goes on to the budget
-        const auto check = monitor.check(v);
-        if (check.improved) {
-          best = params;  // the weights after this step's update, as a checkpoint callback saves them
-          rec.best_step = step + 1;
-        }
+        const auto check = stopper.check(v.total, step + 1);
+        best.update(check, params);  // the weights after this step's update, as a checkpoint callback saves them
         if (check.should_stop) {
           stopped = true;
           rec.stop_step = step + 1;
-          finish_with(rec.best_step >= 0 ? best : params);
+          finish_with(best.has_value() ? *best.get() : params);
         }
       }
     }
@@ -388,7 +370,8 @@ run_record run(const configuration& config, const st::scenario& scenario, const 
   }
   rec.budget_heldout = heldout_error(params);
   rec.diverged = !finite_weights(params);
-  if (!stopped) finish_with(rec.best_step >= 0 ? best : params);
+  if (!stopped) finish_with(best.has_value() ? *best.get() : params);
+  rec.best_step = best.step();
 
   // The early-stopped run's curve: evaluations and steps up to the stop.
   const long long end = stopped ? rec.stop_step : s.steps;
@@ -438,8 +421,7 @@ void check_configuration(const configuration& c) {
     case sl::presets::mel_term::l1: check_mel(sl::L1<float>{}); break;
   }
   (void)sl::presets::stabilizer_for<float>(p);
-  validation_monitor monitor(p);
-  (void)monitor;
+  (void)sl::presets::validation_stopper_for<float>(p);
 }
 
 // ---- output -------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 // The LibTorch adapter (steadyloss/backend/torch.hpp): values and gradients against
 // torch::nn::functional and torch autograd, masked/length means against the same built from torch
 // ops, composed losses against torch sums of weighted terms, float64 central differences, and the
-// error messages. CPU tensors (Debian's libtorch-dev 1.13); the same checks run on CUDA tensors
-// from tests/gpu/run.sh, which sets STEADYLOSS_TEST_DEVICE=cuda.
+// error messages; the step helpers of steadyloss/backend/torch_step.hpp (grad_norm, apply,
+// best_weights, frozen_copy) against float64 references worked by hand. CPU tensors (Debian's
+// libtorch-dev 1.13); the same checks run on CUDA tensors from tests/gpu/run.sh, which sets
+// STEADYLOSS_TEST_DEVICE=cuda.
 #include <torch/torch.h>
 // LibTorch's headers bring glog's CHECK (abort on failure, not counted by Catch); Catch's must win.
 #undef CHECK

@@ -2,14 +2,17 @@
 // regression plus an imbalanced stop-token classifier (one positive frame per sequence), on
 // padded batches with per-sequence lengths. The loss is the "stable" preset's composed loss,
 // evaluated through the torch adapter (one fused pass per term, value and gradient together);
-// the step policies (spike dampening, smoothing, adaptive weights, early stopping) decide each
-// step. Every step is logged to CSV.
+// the step policies (spike handling, smoothing, adaptive weights, the mel term's error scale)
+// decide each step, through the LibTorch step helpers (steadyloss/backend/torch_step.hpp).
+// Every 25 steps a validation check on a fixed validation set feeds early stopping and keeps
+// the best weights, restored at the end. Every step is logged to CSV.
 //
 //   torch_tts [log.csv] [max_steps]        (defaults: torch_tts_log.csv, 1500)
 //
 // Runs on the CPU by default, on CUDA when LibTorch sees a GPU and this program was built with
 // the CUDA executor (STEADYLOSS_WITH_CUDA; see steadyloss/backend/torch.hpp).
 #include <steadyloss/backend/torch.hpp>
+#include <steadyloss/backend/torch_step.hpp>
 #include <steadyloss/presets.hpp>
 #include <steadyloss/steadyloss.hpp>
 #include <torch/torch.h>
@@ -27,6 +30,7 @@ namespace sl = steadyloss;
 namespace {
 
 constexpr std::int64_t batch_size = 16, max_frames = 80, text_features = 12, mel_bins = 20, hidden = 64;
+constexpr int validation_every = 25;  // steps between validation checks
 
 /// The synthetic task: a fixed random "teacher" maps per-frame input features (a phone embedding
 /// plus the frame's relative position) to mel frames; the stop token fires on the last valid
@@ -84,11 +88,27 @@ struct tts_model : torch::nn::Module {
   }
 };
 
-double gradient_norm(const std::vector<torch::Tensor>& parameters) {
+/// A fixed validation set: batches sampled once, never trained on, never corrupted.
+std::vector<synthetic_task::batch> validation_set(const synthetic_task& task, int batches) {
+  std::vector<synthetic_task::batch> out;
+  for (int i = 0; i < batches; ++i) out.push_back(task.sample(false));
+  return out;
+}
+
+/// The mean validation total of `validation_loss` (the loss as defined: base weights, initial
+/// error scale) over the validation set: a value that is comparable from check to check.
+template <class Loss>
+double validation_total(tts_model& model, const Loss& validation_loss, const std::vector<synthetic_task::batch>& set) {
+  torch::NoGradGuard no_grad;
   double sum = 0;
-  for (const auto& p : parameters)
-    if (p.grad().defined()) sum += p.grad().pow(2).sum().item<double>();
-  return std::sqrt(sum);
+  for (const auto& b : set) {
+    const auto lengths = sl::torch::lengths(b.lengths);
+    const auto [mel_pred, stop_logits] = model.forward(b.inputs);
+    sum += sl::torch::evaluate(validation_loss, sl::torch::inputs(mel_pred, b.mel, lengths),
+                               sl::torch::inputs(stop_logits, b.stop, lengths))
+               .result.total;
+  }
+  return sum / static_cast<double>(set.size());
 }
 
 }  // namespace
@@ -105,20 +125,30 @@ int main(int argc, char** argv) {
   std::printf("device: %s\n", device.is_cuda() ? "cuda" : "cpu");
 
   synthetic_task task(device);
+  const auto validation = validation_set(task, 4);
   torch::manual_seed(1);
   tts_model model;
   model.to(device);
-  torch::optim::Adam optimizer(model.parameters(), torch::optim::AdamOptions(3e-3));
+  const auto params = model.parameters();
+  torch::optim::Adam optimizer(params, torch::optim::AdamOptions(3e-3));
 
-  auto loss = sl::presets::stable_loss<float>();        // Huber mel x 35 + smoothed BalancedBCE stop x 1
-  auto guard = sl::presets::stable_stabilizer<float>();  // spikes, EMA 0.1, adaptive weights, patience 25
+  auto loss = sl::presets::stable_loss<float>();  // AdaptiveHuber mel + BalancedBCE stop, presets::stable weights
+  // Validation measures with the loss as defined (base weights, the initial error scale): the
+  // live loss's multipliers and delta move every step, and the checks must compare like with like.
+  const auto validation_loss = sl::torch::frozen_copy(loss);
+  // Spikes, smoothing, adaptive weights, the mel error scale; it stops only a run of NaN steps.
+  auto guard = sl::presets::stable_stabilizer<float>();
+  // Early stopping watches the validation loss, patience counted in checks.
+  auto stopper = sl::presets::validation_stopper_for<float>(sl::presets::stable);
+  sl::torch::best_weights best(model);  // the weights of the best validation check
 
   std::ofstream log(log_path);
-  log << "step,loss,smoothed,mel,stop,grad_norm,is_spike,skipped,scale,mel_weight,stop_weight,improved,best,"
-         "wait,should_stop,reason\n";
+  log << "step,loss,smoothed,mel,stop,grad_norm,is_spike,skipped,scale,mel_weight,stop_weight,mel_scale,validation,"
+         "improved,best,wait,should_stop,reason\n";
   const auto start = std::chrono::steady_clock::now();
   int spikes = 0, steps = 0;
-  float first_mel = 0, last_mel = 0;
+  bool stopped = false;
+  double first_validation = 0;
   for (int step = 0; step < max_steps; ++step, ++steps) {
     const bool corrupted = step == 150 || step == 300;  // two bad batches
     const auto batch = task.sample(corrupted);
@@ -128,42 +158,56 @@ int main(int argc, char** argv) {
     const auto out = sl::torch::evaluate(loss, sl::torch::inputs(mel_pred, batch.mel, lengths),
                                          sl::torch::inputs(stop_logits, batch.stop, lengths));
     out.total.backward();
-    const auto report = guard.update(out.result, static_cast<float>(gradient_norm(model.parameters())));
-    if (step == 0) first_mel = out.result.values[0];
-    last_mel = out.result.values[0];
-
-    // The policies' decision: scale the gradients (dampen), or skip the update altogether.
-    if (!report.skipped) {
-      if (report.scale != 1.0f) {
-        torch::NoGradGuard no_grad;
-        for (auto& p : model.parameters())
-          if (p.grad().defined()) p.grad().mul_(report.scale);
-      }
-      optimizer.step();
-    }
-    sl::apply_weights(loss, report);  // AdaptiveWeight's multipliers for the next evaluation
+    const auto report = guard.update(out.result, static_cast<float>(sl::torch::grad_norm(params)));
+    // The policies' decision: gradients scaled by report.scale (dampened), or no update at all.
+    if (sl::torch::apply(report, params)) optimizer.step();
+    const float mel_scale = loss.term<0>().scale;  // the error scale this step was evaluated with
+    sl::apply(loss, report);  // multipliers and the mel term's error scale for the next step
     spikes += report.is_spike;
 
     const auto& weights = out.result.weights;  // the weights this step was evaluated with
     log << report.step << ',' << report.loss << ',' << report.smoothed << ',' << out.result.values[0] << ','
         << out.result.values[1] << ',' << report.grad_norm << ',' << report.is_spike << ',' << report.skipped << ','
-        << report.scale << ',' << weights[0] << ',' << weights[1] << ',' << report.improved << ',' << report.best
-        << ',' << report.wait << ',' << report.should_stop << ',' << sl::to_string(report.reason) << '\n';
-    if (step % 100 == 0 || report.is_spike || report.should_stop)
-      std::printf("step %4d  loss %9.4f  smoothed %9.4f  mel %.4f  stop %.4f  weights %.3f/%.3f%s%s\n", step,
-                  double(report.loss), double(report.smoothed), double(out.result.values[0]),
-                  double(out.result.values[1]), double(weights[0]), double(weights[1]),
-                  report.is_spike ? (report.skipped ? "  SPIKE: update skipped" : "  SPIKE: gradients scaled down") : "",
-                  report.should_stop ? "  EARLY STOP" : "");
-    if (report.should_stop) {
-      std::printf("early stop at step %d (%s); best smoothed loss %.4f at step %lld\n", step,
-                  std::string(sl::to_string(report.reason)).c_str(), double(report.best), report.best_step);
+        << report.scale << ',' << weights[0] << ',' << weights[1] << ',' << mel_scale;
+    if (step % 100 == 0 || report.is_spike)
+      std::printf("step %4d  loss %9.4f  smoothed %9.4f  mel %.4f  stop %.4f  weights %.3f/%.3f  mel scale %.4f%s\n",
+                  step, double(report.loss), double(report.smoothed), double(out.result.values[0]),
+                  double(out.result.values[1]), double(weights[0]), double(weights[1]), double(mel_scale),
+                  report.is_spike ? (report.skipped ? "  SPIKE: update skipped" : "  SPIKE: gradients scaled down") : "");
+
+    if (report.should_stop) {  // the per-step pipeline ends a run of non-finite steps
+      log << ",,,,1," << sl::to_string(report.reason) << '\n';
+      std::printf("stopped at step %d (%s)\n", step, std::string(sl::to_string(report.reason)).c_str());
+      stopped = true;
+      ++steps;
+      break;
+    }
+    if ((step + 1) % validation_every != 0) {
+      log << ",,,,,,\n";
+      continue;
+    }
+    const double value = validation_total(model, validation_loss, validation);
+    const auto check = stopper.check(static_cast<float>(value), step);
+    if (check.check == 0) first_validation = value;
+    best.update(check);  // copies the weights when this check improved, and only then
+    log << ',' << value << ',' << check.improved << ',' << check.best << ',' << check.wait << ',' << check.should_stop
+        << ',' << sl::to_string(check.reason) << '\n';
+    if (check.should_stop) {
+      std::printf("early stop at step %d (validation check %lld, %s); best validation loss %.4f at step %lld\n", step,
+                  check.check, std::string(sl::to_string(check.reason)).c_str(), double(check.best), check.best_step);
+      stopped = true;
       ++steps;
       break;
     }
   }
+  if (!stopped)
+    std::printf("no early stop in %d steps: %lld validation checks, %lld since the last improvement (patience %d)\n",
+                steps, stopper.checks(), stopper.wait(), stopper.settings().stop.patience);
+  if (best.restore())
+    std::printf("restored the weights of step %lld (validation loss %.4f)\n", best.step(),
+                validation_total(model, validation_loss, validation));
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::printf("%d steps in %.1f s, %d spikes; mel loss %.4f -> %.4f; per-step log: %s\n", steps, seconds, spikes,
-              double(first_mel), double(last_mel), log_path.c_str());
+  std::printf("%d steps in %.1f s, %d spikes; validation loss %.4f (first check) -> %.4f (best); per-step log: %s\n",
+              steps, seconds, spikes, first_validation, double(stopper.best()), log_path.c_str());
   return 0;
 }

@@ -756,3 +756,51 @@ TEMPLATE_TEST_CASE("torch AdaptiveHuber matches a float64 reference of value and
     }
   }
 }
+
+TEST_CASE("torch grad_norm takes float16 and bfloat16 gradients in float32, past float16's range", "[torch_step]") {
+  for (const auto dtype : {torch::kFloat16, torch::kBFloat16}) {
+    INFO("dtype " << dtype);
+    // 40000 elements of about 100: a norm of about 20000 x sqrt(E[u^2]) > 65504 = float16's max,
+    // so a norm computed in float16 would be Inf.
+    auto big = torch::zeros({200, 200}, torch::TensorOptions().dtype(dtype).device(test_device())).set_requires_grad(true);
+    big.mutable_grad() = (torch::rand({200, 200}, torch::kFloat64) * 100.0 + 300.0).to(big.options());
+    auto small = torch::zeros({7}, torch::TensorOptions().dtype(dtype).device(test_device())).set_requires_grad(true);
+    small.mutable_grad() = torch::linspace(-3.0, 3.0, 7, torch::kFloat64).to(small.options());
+    auto f32 = parameter_with_grad<float>({5, 4}, 51, 2.0);
+    double squares = 0;
+    for (const auto* p : {&big, &small, &f32})
+      for (const double g : host_values(p->grad())) squares += g * g;
+    const double expected = std::sqrt(squares);
+    REQUIRE(expected > 65504.0);
+    const double actual = sl::torch::grad_norm(std::vector<torch::Tensor>{big, small, f32});
+    INFO("expected " << expected << ", got " << actual);
+    CHECK(std::fabs(actual - expected) <= 1e-5 * expected);
+  }
+}
+
+TEST_CASE("torch best_weights over a list of tensors, and a changed shape is an error", "[torch_step]") {
+  auto a = random_pred<float>({3, 2}, 52).set_requires_grad(true);
+  auto b = random_pred<double>({4}, 53);
+  sl::torch::best_weights best({a, b});
+  sl::step_report<float, 0> report;  // a step report works too: it has `improved` and `step`
+  report.improved = true;
+  report.step = 12;
+  CHECK(best.update(report));
+  CHECK(best.step() == 12);
+  CHECK(best.check() == -1);  // a step report has no check index
+  const auto kept_a = a.detach().clone(), kept_b = b.clone();
+  {
+    torch::NoGradGuard no_grad;
+    a.mul_(3.0);
+    b.add_(1.0);
+  }
+  CHECK(best.restore());
+  CHECK(same_bits(a, kept_a));
+  CHECK(same_bits(b, kept_b));
+  CHECK(a.requires_grad());
+
+  b.set_data(torch::zeros({5}, b.options()));  // the model changed shape after the first copy
+  CHECK_THROWS_WITH(best.restore(), Catch::Contains("best_weights::restore: tensor 1 has shape [5] but its kept copy "
+                                                    "has [4]"));
+  CHECK_THROWS_WITH(best.keep(), Catch::Contains("best_weights::keep: tensor 1 has shape [5]"));
+}

@@ -135,11 +135,9 @@ TEMPLATE_TEST_CASE("AdaptiveHuber at infinite and NaN errors", "[terms][adaptive
 }
 
 TEMPLATE_TEST_CASE("AdaptiveHuber's value is finite wherever smooth_l1's is, up to T's largest errors",
-                   "[terms][adaptive_huber][extreme][!shouldfail]", float, double) {
-  // BUG (loss/adaptive_huber.hpp, value): c (|d| - c / 2) is formed before the division by delta,
-  // so for delta > 1 it overflows once |d| > max / delta, where the value |d| - delta / 2 (and
-  // PyTorch's smooth_l1_loss) is finite: float, delta = 10, |d| = 1e38 gives Inf. Dividing first,
-  // c / delta x (|d| - c / 2), keeps it finite. Remove [!shouldfail] once fixed.
+                   "[terms][adaptive_huber][extreme]", float, double) {
+  // Regression: c (|d| - c / 2) formed before the division by delta overflowed for delta > 1 once
+  // |d| > max / delta, where the value |d| - delta / 2 (and PyTorch's smooth_l1_loss) is finite.
   using T = TestType;
   const T huge = std::numeric_limits<T>::max() / T(4);
   for (const T delta : {T(10), T(1000)}) {

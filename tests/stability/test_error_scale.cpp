@@ -249,10 +249,9 @@ TEMPLATE_TEST_CASE("sl::apply rejects a summed AdaptiveHuber and a scale whose d
 }
 
 TEST_CASE("sl::apply changes nothing when it throws, multipliers included",
-          "[stability][error_scale][apply][errors][!shouldfail]") {
-  // BUG (stabilizer.hpp, apply(loss, report) and apply(loss, guard)): the multipliers are set
-  // before the error scales are checked, so a rejected scale leaves the loss half-updated: the
-  // next step's weights with the previous step's deltas. Remove [!shouldfail] once fixed.
+          "[stability][error_scale][apply][errors]") {
+  // Regression: the multipliers were set before the error scales were checked, so a rejected
+  // scale left the loss half-updated (the next step's weights with the previous step's deltas).
   auto loss = sl::compose(sl::term(sl::AdaptiveHuber<float>{.scale = 0.5f}, 1.0f),
                           sl::term(sl::AdaptiveHuber<float>{.scale = 0.25f}, 1.0f));
   sl::step_report<float, 2> report;

@@ -57,7 +57,11 @@ using one_dampener = sl::Stabilizer<sl::SpikeDampener<double, Detector>>;
 TEST_CASE("A state from a pipeline with any other decision-changing setting is rejected, naming it",
           "[stability][state]") {
   const std::string saved = state_after(sl::presets::stable_stabilizer<double>(), 60);
-  const sl::spike_config spikes = sl::presets::calibrated_spikes;
+  const sl::spike_config spikes = [] {  // the stable pipeline's: the calibrated detector, skipping
+    auto c = sl::presets::calibrated_spikes;
+    c.mode = sl::presets::stable.spikes;
+    return c;
+  }();
   const Dwa::config weights{.lo = 0.7, .hi = 1.3};
   auto with_weights = [&](Dwa::config c) {
     auto guard = sl::presets::stable_stabilizer<double>();
@@ -79,7 +83,7 @@ TEST_CASE("A state from a pipeline with any other decision-changing setting is r
       {[&] { auto c = weights; c.warmup = 20; return with_weights(c); }, "AdaptiveWeight was saved with warmup"},
       {[&] { auto c = weights; c.temperature = 1.0; return with_weights(c); }, "temperature"},
       {[&] { auto c = weights; c.rule = sl::weight_rule::dwa; return with_weights(c); }, "rule = share_and_rate"},
-      {[&] { auto c = spikes; c.mode = sl::spike_mode::skip; return with_spikes(c); }, "mode = dampen, this one has skip"},
+      {[&] { auto c = spikes; c.mode = sl::spike_mode::dampen; return with_spikes(c); }, "mode = skip, this one has dampen"},
       {[&] { auto c = spikes; c.warmup = 5; return with_spikes(c); }, "SpikeDampener was saved with warmup"},
       {[&] { auto c = spikes; c.level_shift_after = 30; return with_spikes(c); }, "level_shift_after"},
       {[&] { auto c = spikes; c.min_ratio = 2.5; return with_spikes(c); }, "min_ratio"},

@@ -54,21 +54,23 @@ struct AdaptiveHuber {
                                       " must be a finite normal number");
   }
 
-  // Branch-free like Huber (min/clamp selects), so the executor's loop vectorizes. The division by
-  // delta is a multiply by its inverse, which the compiler hoists out of the loop.
+  // Branch-free like Huber (min/clamp selects), so the executor's loop vectorizes. Dividing by
+  // delta is a multiply by its inverse, which the compiler hoists out of the loop, applied to the
+  // factor bounded by 1 first: (c / delta) (|d| - c / 2) stays finite wherever |d| is, where
+  // c (|d| - c / 2) / delta would overflow for delta > 1 near T's largest value.
   STEADYLOSS_HOST_DEVICE constexpr T value(T pred, T target) const noexcept {
     const T bound = delta();
     const T d = pred - target;
     const T magnitude = d < T(0) ? -d : d;
     const T inner = magnitude > bound ? bound : magnitude;  // NaN keeps NaN (comparison is false)
-    return inner * (magnitude - T(0.5) * inner) * (T(1) / bound);
+    return (inner * (T(1) / bound)) * (magnitude - T(0.5) * inner);
   }
 
+  /// d / delta clamped to [-1, 1]: exactly +-1 beyond delta, as smooth_l1_loss (NaN stays NaN).
   STEADYLOSS_HOST_DEVICE constexpr T grad(T pred, T target) const noexcept {
-    const T bound = delta();
-    const T d = pred - target;
-    const T upper = d > bound ? bound : d;
-    return (upper < -bound ? -bound : upper) * (T(1) / bound);
+    const T ratio = (pred - target) * (T(1) / delta());
+    const T upper = ratio > T(1) ? T(1) : ratio;
+    return upper < T(-1) ? T(-1) : upper;
   }
 };
 

@@ -356,20 +356,21 @@ namespace detail {
 template <class Term>
 concept follows_error_scale = requires { requires Term::follows_error_scale; };
 
-/// Copies each finite scale into the term that follows an error scale (NaN: no ErrorScale, the
-/// term keeps its own). Every term is checked before any is changed.
+/// Checks, then copies, each finite scale into the term that follows an error scale (NaN: no
+/// ErrorScale, the term keeps its own). check_error_scales throws before anything changes.
+template <class Loss, class T, std::size_t N, class Visit>
+void for_each_scaled_term(Loss& loss, const std::array<T, N>& scales, Visit visit) {
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    ([&] {
+      using Term = std::remove_cvref_t<decltype(loss.template term<I>())>;
+      if constexpr (follows_error_scale<Term>)
+        if (!std::isnan(scales[I])) visit(std::integral_constant<std::size_t, I>{}, loss.template term<I>());
+    }(), ...);
+  }(std::make_index_sequence<N>{});
+}
 template <class Loss, class T, std::size_t N>
-void set_error_scales(Loss& loss, const std::array<T, N>& scales) {
-  auto for_each_scaled = [&](auto&& visit) {
-    [&]<std::size_t... I>(std::index_sequence<I...>) {
-      ([&] {
-        using Term = std::remove_cvref_t<decltype(loss.template term<I>())>;
-        if constexpr (follows_error_scale<Term>)
-          if (!std::isnan(scales[I])) visit(std::integral_constant<std::size_t, I>{}, loss.template term<I>());
-      }(), ...);
-    }(std::make_index_sequence<N>{});
-  };
-  for_each_scaled([&](auto index, const auto& term) {
+void check_error_scales(const Loss& loss, const std::array<T, N>& scales) {
+  for_each_scaled_term(loss, scales, [&](auto index, const auto& term) {
     constexpr std::size_t I = decltype(index)::value;
     if (loss.template reduction<I>() != Reduction::mean)
       fail<invalid_parameter>("steadyloss::apply: term ", I, " (", name_of<std::remove_cvref_t<decltype(term)>>(),
@@ -378,7 +379,10 @@ void set_error_scales(Loss& loss, const std::array<T, N>& scales) {
     staged.scale = scales[I];
     validate(staged);
   });
-  for_each_scaled([&](auto index, auto& term) { term.scale = scales[decltype(index)::value]; });
+}
+template <class Loss, class T, std::size_t N>
+void set_error_scales(Loss& loss, const std::array<T, N>& scales) noexcept {
+  for_each_scaled_term(loss, scales, [&](auto index, auto& term) { term.scale = scales[decltype(index)::value]; });
 }
 }  // namespace detail
 
@@ -390,6 +394,7 @@ void apply(Loss& loss, const step_report<T, N>& report) {
   if constexpr (N > 0) {
     static_assert(Loss::size == N, "steadyloss::apply: the Stabilizer's AdaptiveWeight<N>/ErrorScale<N> and the "
                                    "composed loss have different numbers of terms");
+    detail::check_error_scales(loss, report.error_scales);  // everything checked before anything changes
     loss.set_multipliers(std::span<const T>(report.weights));
     detail::set_error_scales(loss, report.error_scales);
   }
@@ -404,11 +409,13 @@ void apply(Loss& loss, const basic_stabilizer<R, Policies...>& guard) {
   if constexpr (guard_type::terms > 0) {
     static_assert(Loss::size == guard_type::terms, "steadyloss::apply: the Stabilizer's AdaptiveWeight<N>/"
                                                    "ErrorScale<N> and the composed loss have different numbers of terms");
+    const auto scales = guard.error_scales();
+    detail::check_error_scales(loss, scales);  // everything checked before anything changes
     if constexpr (guard_type::has_adaptive_weight) {
       const auto multipliers = guard.multipliers();
       loss.set_multipliers(std::span<const typename Loss::value_type>(multipliers));
     }
-    detail::set_error_scales(loss, guard.error_scales());
+    detail::set_error_scales(loss, scales);
   }
 }
 

@@ -15,6 +15,7 @@
 // every setting). A bad batch during the detector's warm-up counts as missed (it was not caught);
 // clean warm-up steps count neither way (nothing can be flagged then).
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -183,7 +184,8 @@ inline double number(const std::string& cell) {
 }  // namespace detail
 
 /// The study's streams: one per seed of `config` in examples/tts_stability's steps.csv (the
-/// weighted training loss the Stabilizer sees, and the corrupted flag).
+/// weighted training loss the Stabilizer sees, and whether the batch was bad: its `batch` column
+/// is not "clean", or, in a file of the first study, its `corrupted` flag is 1). One scenario per file.
 inline std::vector<loss_stream> read_study(const std::string& path, const std::string& family,
                                            const std::string& config = "baseline") {
   std::ifstream in(path);
@@ -193,18 +195,21 @@ inline std::vector<loss_stream> read_study(const std::string& path, const std::s
   const auto header = detail::split_csv(line);
   const std::size_t config_at = detail::column(header, "config", path), seed_at = detail::column(header, "seed", path),
                     loss_at = detail::column(header, "train_loss_weighted", path),
-                    bad_at = detail::column(header, "corrupted", path);
+                    kind_at = std::find(header.begin(), header.end(), "batch") != header.end()
+                                  ? detail::column(header, "batch", path)
+                                  : detail::column(header, "corrupted", path);
+  const bool has_kind = header[kind_at] == "batch";
   std::vector<loss_stream> streams;
   std::string seed;
   while (std::getline(in, line)) {
     const auto cells = detail::split_csv(line);
-    if (cells.size() <= std::max({config_at, seed_at, loss_at, bad_at}) || cells[config_at] != config) continue;
+    if (cells.size() <= std::max({config_at, seed_at, loss_at, kind_at}) || cells[config_at] != config) continue;
     if (streams.empty() || cells[seed_at] != seed) {
       streams.push_back({family, {}, {}, {}});
       seed = cells[seed_at];
     }
     streams.back().loss.push_back(detail::number(cells[loss_at]));
-    streams.back().bad.push_back(cells[bad_at] == "1");
+    streams.back().bad.push_back(has_kind ? cells[kind_at] != "clean" : cells[kind_at] == "1");
   }
   if (streams.empty()) throw std::runtime_error(path + ": no rows of configuration '" + config + "'");
   return streams;

@@ -12,8 +12,8 @@ mkdir -p "$out"
 args=()
 for rate in 0.05 0.2; do  # seeds 100-109 tune, seeds 0-9 (the study's own) report
   "$build/examples/tts_stability/tts_stability" --configs baseline --seeds 10 --first-seed 100 \
-    --corrupt "$rate" --out "$out/tune_$rate" > /dev/null 2>&1
-  "$build/examples/tts_stability/tts_stability" --configs baseline --seeds 10 --corrupt "$rate" \
+    --scenarios "p$rate" --out "$out/tune_$rate" > /dev/null 2>&1
+  "$build/examples/tts_stability/tts_stability" --configs baseline --seeds 10 --scenarios "p$rate" \
     --out "$out/study_$rate" > /dev/null 2>&1
   args+=(--tune-study "p=$rate=$out/tune_$rate/steps.csv" --study "p=$rate=$out/study_$rate/steps.csv")
 done

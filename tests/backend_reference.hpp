@@ -1,6 +1,6 @@
 #pragma once
 // Shared by the backend tests (Eigen, xtensor): an independent reference (long double, closed
-// forms of DESIGN.md; never the code under test), the reduction it implies, tolerances, and the
+// forms of the README's semantics table; never the code under test), the reduction it implies, tolerances, and the
 // test data every backend object is filled with, in memory order.
 
 #include <catch2/catch.hpp>

@@ -1,5 +1,5 @@
 #pragma once
-// Independent references for the tests: the closed forms of DESIGN.md section 3, evaluated in
+// Independent references for the tests: the closed forms of the README's semantics table, evaluated in
 // long double straight from their textbook definitions (no shared code with the library).
 
 #include <cmath>

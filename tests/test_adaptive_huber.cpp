@@ -23,7 +23,7 @@ using reference::real;
 
 namespace {
 
-/// Huber with delta, divided by delta, from the definition (DESIGN.md's Huber, then / delta).
+/// Huber with delta, divided by delta, from the definition (the README's Huber, then / delta).
 real adaptive_value(real d, real delta) { return reference::huber(d, 0, delta) / delta; }
 real adaptive_grad(real d, real delta) { return reference::huber_grad(d, 0, delta) / delta; }
 

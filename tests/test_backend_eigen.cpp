@@ -1,6 +1,6 @@
 // The Eigen backend (steadyloss/backend/eigen.hpp): every admitted Eigen type gives the values and
 // gradients of an independent long double reference worked straight from the closed forms in
-// DESIGN.md; strided storage that only run time can see is refused with invalid_input.
+// the README's semantics table; strided storage that only run time can see is refused with invalid_input.
 // What is rejected at compile time is proved by tests/compile_fail/eigen_*.cpp.
 
 #include <steadyloss/backend/eigen.hpp>

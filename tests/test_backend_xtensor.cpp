@@ -1,6 +1,6 @@
 // The xtensor backend (steadyloss/backend/xtensor.hpp): every admitted xtensor container and
 // adaptor gives the values and gradients of an independent long double reference worked straight
-// from the closed forms in DESIGN.md; strides that only run time can see are refused.
+// from the closed forms in the README's semantics table; strides that only run time can see are refused.
 // What is rejected at compile time is proved by tests/compile_fail/xtensor_expression.cpp.
 
 #include <steadyloss/backend/xtensor.hpp>

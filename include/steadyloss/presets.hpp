@@ -1,5 +1,5 @@
 #pragma once
-// The presets, as values (DESIGN.md section 4). `stable` was chosen by measurement on tuning
+// The presets, as values. `stable` was chosen by measurement on tuning
 // seeds and reported on others (examples/tts_stability); `original` is the original project's
 // table, kept for comparison.
 //

@@ -1,5 +1,5 @@
 // Compiled (not run) in CI wherever nvcc exists: every term's value/grad must be callable from
-// device code, since the CUDA executor (issue: LibTorch adapter) runs the same term structs.
+// device code, since the CUDA executor runs the same term structs.
 #include <steadyloss/steadyloss.hpp>
 
 namespace sl = steadyloss;

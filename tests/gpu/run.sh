@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU checks for the LibTorch adapter (issue 5). On a machine with an NVIDIA GPU, nvcc and a
+# GPU checks for the LibTorch adapter. On a machine with an NVIDIA GPU, nvcc and a
 # CUDA-enabled PyTorch, from the repository root:
 #
 #   bash tests/gpu/run.sh [build_dir]          (default build/gpu)

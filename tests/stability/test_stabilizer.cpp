@@ -144,7 +144,7 @@ TEST_CASE("Stabilizer: absent policies cost nothing and report neutral values", 
   CHECK(smoothed.update(3.0, 1.0).should_stop);
 }
 
-TEST_CASE("Presets hold DESIGN.md's table", "[stability][presets]") {
+TEST_CASE("Presets hold the table of presets.hpp", "[stability][presets]") {
   namespace presets = sl::presets;
   using presets::baseline;
   using presets::original;

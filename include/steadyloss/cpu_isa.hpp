@@ -26,10 +26,90 @@
 #define STEADYLOSS_ISA_DISPATCH 0
 #endif
 
+// The instruction sets this translation unit's flags allow, spelled into the symbols of everything
+// whose body depends on them (build_cpu_isa, the CPU query below, the kernels in
+// detail/cpu_pass.hpp): an inline namespace, e.g. steadyloss::isa_x86_64_sse4_avx_avx2_fma for
+// -mavx2 -mfma. Without it a program whose files are built with different -march flags holds one
+// definition per symbol, and the linker keeps any one: a default-flags file could run an AVX-512
+// body as its "baseline" (SIGILL on a CPU without AVX-512) or dispatch by another file's
+// build_cpu_isa. With it each file keeps its own. Spelling is unchanged (an inline namespace is
+// transparent to lookup), and types users name in their own signatures (cpu_isa,
+// parallel_executor) stay outside it.
+// Not [[gnu::abi_tag]]: gcc and clang on the Itanium ABI only, where an inline namespace works with
+// every compiler; and what it adds, tagging a function whose return type is tagged, the namespace
+// gives the templates concerned already: a function template's symbol spells its return type, so
+// every executor's `run` returning detail::pass_sum (parallel_executor's too) is told apart. The
+// inline templates above those (run_term for another executor, sl::value, a loss's evaluate) keep
+// one symbol each either way; compiled inline, as at -O2, they call their own file's kernels.
+// The features listed are those gcc's vectorizer uses in these loops; a finer flag difference
+// (-mssse3 alone, -mf16c) is not told apart.
+#if defined(__x86_64__) || defined(_M_X64)
+#define STEADYLOSS_ISA_ARCH_ x86_64
+#elif defined(__aarch64__) || defined(_M_ARM64)
+#define STEADYLOSS_ISA_ARCH_ aarch64
+#else
+#define STEADYLOSS_ISA_ARCH_ generic
+#endif
+#if defined(__SSE4_1__)
+#define STEADYLOSS_ISA_SSE4_ _sse4
+#else
+#define STEADYLOSS_ISA_SSE4_
+#endif
+#if defined(__AVX__)
+#define STEADYLOSS_ISA_AVX_ _avx
+#else
+#define STEADYLOSS_ISA_AVX_
+#endif
+#if defined(__AVX2__)
+#define STEADYLOSS_ISA_AVX2_ _avx2
+#else
+#define STEADYLOSS_ISA_AVX2_
+#endif
+#if defined(__FMA__)
+#define STEADYLOSS_ISA_FMA_ _fma
+#else
+#define STEADYLOSS_ISA_FMA_
+#endif
+#if defined(__AVX512F__)
+#define STEADYLOSS_ISA_AVX512_ _avx512
+#else
+#define STEADYLOSS_ISA_AVX512_
+#endif
+#if defined(__ARM_FEATURE_SVE)
+#define STEADYLOSS_ISA_SVE_ _sve
+#else
+#define STEADYLOSS_ISA_SVE_
+#endif
+#if STEADYLOSS_ISA_DISPATCH || !defined(__x86_64__)
+#define STEADYLOSS_ISA_FIXED_
+#else
+#define STEADYLOSS_ISA_FIXED_ _nodispatch  // STEADYLOSS_NO_ISA_DISPATCH: fused_pass's body differs
+#endif
+#define STEADYLOSS_ISA_PASTE_(arch, a, b, c, d, e, f, g) isa_##arch##a##b##c##d##e##f##g
+#define STEADYLOSS_ISA_NAME_(...) STEADYLOSS_ISA_PASTE_(__VA_ARGS__)
+/// The inline namespace this translation unit's flag-dependent definitions live in.
+#define STEADYLOSS_ISA_NAMESPACE                                                                     \
+  STEADYLOSS_ISA_NAME_(STEADYLOSS_ISA_ARCH_, STEADYLOSS_ISA_SSE4_, STEADYLOSS_ISA_AVX_,              \
+                       STEADYLOSS_ISA_AVX2_, STEADYLOSS_ISA_FMA_, STEADYLOSS_ISA_AVX512_,             \
+                       STEADYLOSS_ISA_SVE_, STEADYLOSS_ISA_FIXED_)
+#define STEADYLOSS_ISA_STRING_(...) #__VA_ARGS__
+#define STEADYLOSS_ISA_STRING(...) STEADYLOSS_ISA_STRING_(__VA_ARGS__)
+
 namespace steadyloss {
 
 /// Kernel variants, narrowest first. baseline: the build's own flags (SSE2 for a default x86-64 build).
 enum class cpu_isa { baseline, avx2, avx512 };
+
+// (steadyloss::detail has its own: a `detail` inside steadyloss::isa_... would make the name
+// `detail` ambiguous in steadyloss.)
+namespace detail {
+inline namespace STEADYLOSS_ISA_NAMESPACE {
+/// This translation unit's namespace, e.g. "isa_x86_64" (tests and diagnostics compare them).
+inline constexpr std::string_view isa_namespace_name = STEADYLOSS_ISA_STRING(STEADYLOSS_ISA_NAMESPACE);
+}  // inline namespace STEADYLOSS_ISA_NAMESPACE
+}  // namespace detail
+
+inline namespace STEADYLOSS_ISA_NAMESPACE {
 
 /// The variant the build's flags already give (e.g. avx512 for -march=native on an AVX-512
 /// machine); the kernels never go below it.
@@ -42,6 +122,8 @@ inline constexpr cpu_isa build_cpu_isa =
     cpu_isa::baseline;
 #endif
 
+}  // inline namespace STEADYLOSS_ISA_NAMESPACE
+
 inline std::string_view to_string(cpu_isa isa) {
   switch (isa) {
     case cpu_isa::baseline: return "baseline";
@@ -50,6 +132,8 @@ inline std::string_view to_string(cpu_isa isa) {
   }
   return "unknown";
 }
+
+inline namespace STEADYLOSS_ISA_NAMESPACE {
 
 /// The widest kernel variant this CPU runs (build_cpu_isa where there is no dispatch).
 inline cpu_isa detected_cpu_isa() noexcept {
@@ -69,6 +153,9 @@ inline cpu_isa detected_cpu_isa() noexcept {
 #endif
 }
 
+}  // inline namespace STEADYLOSS_ISA_NAMESPACE
+
+// One cap for the whole program, whatever each file's flags: outside the ISA namespace.
 namespace detail {
 inline std::atomic<cpu_isa> cpu_isa_limit{cpu_isa::avx512};
 }  // namespace detail
@@ -90,6 +177,8 @@ class scoped_cpu_isa_limit {
   cpu_isa previous_;
 };
 
+inline namespace STEADYLOSS_ISA_NAMESPACE {
+
 /// The variant the kernels use: the detected one, capped by limit_cpu_isa, never below the build's.
 inline cpu_isa active_cpu_isa() noexcept {
   const cpu_isa detected = detected_cpu_isa();
@@ -98,4 +187,5 @@ inline cpu_isa active_cpu_isa() noexcept {
   return capped < build_cpu_isa ? build_cpu_isa : capped;
 }
 
+}  // inline namespace STEADYLOSS_ISA_NAMESPACE
 }  // namespace steadyloss

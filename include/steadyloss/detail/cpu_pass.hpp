@@ -23,10 +23,17 @@ namespace steadyloss::detail {
 inline constexpr std::size_t lanes = 16;
 inline constexpr std::size_t block_rows = 16;
 
+// Everything below whose body the translation unit's flags change (the row kernels, the pass
+// variants, fused_pass and the serial executor that calls it) lives in the flags' inline namespace
+// (cpu_isa.hpp says why). pass_sum lives there too, though its layout never changes: a function
+// template's symbol spells its return type, so every executor's `run` returning it (e.g.
+// sl::parallel_executor's, which calls fused_pass) gets a symbol of its own per ISA.
+inline namespace STEADYLOSS_ISA_NAMESPACE {
 struct pass_sum {
   double value = 0;             // sum of (weighted) elementwise losses
   std::size_t out_of_domain = 0;  // targets outside the term's [target_min, target_max]
 };
+}  // inline namespace STEADYLOSS_ISA_NAMESPACE
 
 template <class Term>
 inline constexpr bool checks_target_domain = BoundedTargetTerm<Term>;
@@ -35,6 +42,8 @@ template <class Term, class T>
 STEADYLOSS_HOST_DEVICE constexpr bool target_in_domain(T target) noexcept {
   return (target >= Term::target_min) & (target <= Term::target_max);  // false for NaN
 }
+
+inline namespace STEADYLOSS_ISA_NAMESPACE {
 
 // The row loop, written once and compiled into each ISA variant below. The term comes by value: a
 // reference's parameters could alias the gradient stores, and gcc's -O2 vectorizer will not emit
@@ -165,6 +174,8 @@ struct serial_executor {
     return fused_pass<WriteGrad, Weighted>(term, pred, target, weight, grad, n, grad_scale);
   }
 };
+
+}  // inline namespace STEADYLOSS_ISA_NAMESPACE
 
 template <class T>
 void fill_zero(T* data, std::size_t n) {

@@ -1,7 +1,7 @@
 // The LibTorch peers of bench_losses.cpp: torch::nn::functional forward + autograd backward on the
 // same data, CPU, one intra-op thread (as steadyloss's executor is single-threaded; the run's
 // header line says so), and steadyloss_torch: the same steadyloss pass through the LibTorch
-// adapter (sl::torch::loss + autograd), to show what the autograd plumbing costs. g++ only.
+// adapter (sl::libtorch::loss + autograd), to show what the autograd plumbing costs. g++ only.
 #include <torch/torch.h>
 
 #include <steadyloss/backend/torch.hpp>
@@ -39,7 +39,7 @@ void huber_steadyloss_torch(benchmark::State& state) {
   bench::elementwise_data d(n, false);
   const auto pred = from(d.pred, true), target = from(d.target, false);
   for (auto _ : state) {
-    const auto loss = sl::torch::loss(sl::Huber<float>{.delta = delta}, pred, target);
+    const auto loss = sl::libtorch::loss(sl::Huber<float>{.delta = delta}, pred, target);
     auto grads = torch::autograd::grad({loss}, {pred});
     benchmark::DoNotOptimize(grads[0].data_ptr());
   }
@@ -52,7 +52,7 @@ void bce_steadyloss_torch(benchmark::State& state) {
   const auto logits = from(d.pred, true), target = from(d.target, false);
   const sl::LabelSmoothing term{sl::BalancedBCE<float>{.pos_weight = pos_weight}, eps};
   for (auto _ : state) {
-    const auto loss = sl::torch::loss(term, logits, target);
+    const auto loss = sl::libtorch::loss(term, logits, target);
     auto grads = torch::autograd::grad({loss}, {logits});
     benchmark::DoNotOptimize(grads[0].data_ptr());
   }

@@ -102,10 +102,10 @@ double validation_total(tts_model& model, const Loss& validation_loss, const std
   torch::NoGradGuard no_grad;
   double sum = 0;
   for (const auto& b : set) {
-    const auto lengths = sl::torch::lengths(b.lengths);
+    const auto lengths = sl::libtorch::lengths(b.lengths);
     const auto [mel_pred, stop_logits] = model.forward(b.inputs);
-    sum += sl::torch::evaluate(validation_loss, sl::torch::inputs(mel_pred, b.mel, lengths),
-                               sl::torch::inputs(stop_logits, b.stop, lengths))
+    sum += sl::libtorch::evaluate(validation_loss, sl::libtorch::inputs(mel_pred, b.mel, lengths),
+                                  sl::libtorch::inputs(stop_logits, b.stop, lengths))
                .result.total;
   }
   return sum / static_cast<double>(set.size());
@@ -135,12 +135,12 @@ int main(int argc, char** argv) {
   auto loss = sl::presets::stable_loss<float>();  // AdaptiveHuber mel + BalancedBCE stop, presets::stable weights
   // Validation measures with the loss as defined (base weights, the initial error scale): the
   // live loss's multipliers and delta move every step, and the checks must compare like with like.
-  const auto validation_loss = sl::torch::frozen_copy(loss);
+  const auto validation_loss = sl::libtorch::frozen_copy(loss);
   // Spikes, smoothing, adaptive weights, the mel error scale; it stops only a run of NaN steps.
   auto guard = sl::presets::stable_stabilizer<float>();
   // Early stopping watches the validation loss, patience counted in checks.
   auto stopper = sl::presets::validation_stopper_for<float>(sl::presets::stable);
-  sl::torch::best_weights best(model);  // the weights of the best validation check
+  sl::libtorch::best_weights best(model);  // the weights of the best validation check
 
   std::ofstream log(log_path);
   log << "step,loss,smoothed,mel,stop,grad_norm,is_spike,skipped,scale,mel_weight,stop_weight,mel_scale,validation,"
@@ -152,15 +152,15 @@ int main(int argc, char** argv) {
   for (int step = 0; step < max_steps; ++step, ++steps) {
     const bool corrupted = step == 150 || step == 300;  // two bad batches
     const auto batch = task.sample(corrupted);
-    const auto lengths = sl::torch::lengths(batch.lengths);
+    const auto lengths = sl::libtorch::lengths(batch.lengths);
     optimizer.zero_grad();
     const auto [mel_pred, stop_logits] = model.forward(batch.inputs);
-    const auto out = sl::torch::evaluate(loss, sl::torch::inputs(mel_pred, batch.mel, lengths),
-                                         sl::torch::inputs(stop_logits, batch.stop, lengths));
+    const auto out = sl::libtorch::evaluate(loss, sl::libtorch::inputs(mel_pred, batch.mel, lengths),
+                                            sl::libtorch::inputs(stop_logits, batch.stop, lengths));
     out.total.backward();
-    const auto report = guard.update(out.result, static_cast<float>(sl::torch::grad_norm(params)));
+    const auto report = guard.update(out.result, static_cast<float>(sl::libtorch::grad_norm(params)));
     // The policies' decision: gradients scaled by report.scale (dampened), or no update at all.
-    if (sl::torch::apply(report, params)) optimizer.step();
+    if (sl::libtorch::apply(report, params)) optimizer.step();
     const float mel_scale = loss.term<0>().scale;  // the error scale this step was evaluated with
     sl::apply(loss, report);  // multipliers and the mel term's error scale for the next step
     spikes += report.is_spike;

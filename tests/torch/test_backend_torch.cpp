@@ -100,7 +100,7 @@ TEMPLATE_TEST_CASE("torch huber matches huber_loss with delta", "", float, doubl
   for (const double delta : {0.5, 1.0, 2.5}) {
     INFO("delta " << delta);
     compare_with_autograd(
-        pred, [&](const torch::Tensor& p) { return sl::torch::loss(sl::Huber<T>{.delta = T(delta)}, p, target); },
+        pred, [&](const torch::Tensor& p) { return sl::libtorch::loss(sl::Huber<T>{.delta = T(delta)}, p, target); },
         [&](const torch::Tensor& p) {
           return F::huber_loss(p, target, F::HuberLossFuncOptions().delta(delta));
         },
@@ -108,7 +108,7 @@ TEMPLATE_TEST_CASE("torch huber matches huber_loss with delta", "", float, doubl
     compare_with_autograd(
         pred,
         [&](const torch::Tensor& p) {
-          return sl::torch::loss(sl::term(sl::Huber<T>{.delta = T(delta)}, T(1), sl::Reduction::sum), p, target);
+          return sl::libtorch::loss(sl::term(sl::Huber<T>{.delta = T(delta)}, T(1), sl::Reduction::sum), p, target);
         },
         [&](const torch::Tensor& p) {
           return F::huber_loss(p, target, F::HuberLossFuncOptions().delta(delta).reduction(torch::kSum));
@@ -128,7 +128,7 @@ TEMPLATE_TEST_CASE("torch balanced BCE matches binary_cross_entropy_with_logits 
     compare_with_autograd(
         logits,
         [&](const torch::Tensor& x) {
-          return sl::torch::loss(sl::BalancedBCE<T>{.pos_weight = T(pos_weight)}, x, target);
+          return sl::libtorch::loss(sl::BalancedBCE<T>{.pos_weight = T(pos_weight)}, x, target);
         },
         [&](const torch::Tensor& x) { return F::binary_cross_entropy_with_logits(x, target, options); },
         4 * tolerance<T>());
@@ -146,7 +146,7 @@ TEMPLATE_TEST_CASE("torch label smoothing matches BCE on smoothed targets", "", 
   compare_with_autograd(
       logits,
       [&](const torch::Tensor& x) {
-        return sl::torch::loss(sl::LabelSmoothing{sl::BalancedBCE<T>{.pos_weight = T(pos_weight)}, T(eps)}, x, target);
+        return sl::libtorch::loss(sl::LabelSmoothing{sl::BalancedBCE<T>{.pos_weight = T(pos_weight)}, T(eps)}, x, target);
       },
       [&](const torch::Tensor& x) { return F::binary_cross_entropy_with_logits(x, smoothed, options); },
       4 * tolerance<T>());
@@ -157,13 +157,13 @@ TEMPLATE_TEST_CASE("torch L1 and MSE match l1_loss and mse_loss", "", float, dou
   const auto pred = random_pred<T>({1000}, 7);
   const auto target = random_pred<T>({1000}, 8);
   compare_with_autograd(
-      pred, [&](const torch::Tensor& p) { return sl::torch::loss(sl::L1<T>{}, p, target); },
+      pred, [&](const torch::Tensor& p) { return sl::libtorch::loss(sl::L1<T>{}, p, target); },
       [&](const torch::Tensor& p) { return F::l1_loss(p, target); }, tolerance<T>());
   compare_with_autograd(
-      pred, [&](const torch::Tensor& p) { return sl::torch::loss(sl::MSE<T>{}, p, target); },
+      pred, [&](const torch::Tensor& p) { return sl::libtorch::loss(sl::MSE<T>{}, p, target); },
       [&](const torch::Tensor& p) { return F::mse_loss(p, target); }, tolerance<T>());
   compare_with_autograd(
-      pred, [&](const torch::Tensor& p) { return sl::torch::loss(sl::term(sl::MSE<T>{}, T(2.5)), p, target); },
+      pred, [&](const torch::Tensor& p) { return sl::libtorch::loss(sl::term(sl::MSE<T>{}, T(2.5)), p, target); },
       [&](const torch::Tensor& p) { return 2.5 * F::mse_loss(p, target); }, tolerance<T>());
 }
 
@@ -187,26 +187,26 @@ TEMPLATE_TEST_CASE("torch frame mask and lengths give the weighted mean built fr
     compare_with_autograd(
         padded_pred,
         [&](const torch::Tensor& p) {
-          return sl::torch::loss(sl::Huber<T>{}, p, target, sl::torch::lengths(torch::tensor(lengths)));
+          return sl::libtorch::loss(sl::Huber<T>{}, p, target, sl::libtorch::lengths(torch::tensor(lengths)));
         },
         reference, tolerance<T>());
   }
   SECTION("lengths vector") {
     compare_with_autograd(
-        padded_pred, [&](const torch::Tensor& p) { return sl::torch::loss(sl::Huber<T>{}, p, target, sl::torch::lengths(lengths)); },
+        padded_pred, [&](const torch::Tensor& p) { return sl::libtorch::loss(sl::Huber<T>{}, p, target, sl::libtorch::lengths(lengths)); },
         reference, tolerance<T>());
   }
   SECTION("bool frame mask") {
     compare_with_autograd(
         padded_pred,
-        [&](const torch::Tensor& p) { return sl::torch::loss(sl::Huber<T>{}, p, target, length_mask.to(torch::kBool)); },
+        [&](const torch::Tensor& p) { return sl::libtorch::loss(sl::Huber<T>{}, p, target, length_mask.to(torch::kBool)); },
         reference, tolerance<T>());
   }
   SECTION("weighted per-element mask") {
     torch::manual_seed(11);
     const auto weights = torch::rand({batch, frames, bins}, torch::kFloat64).to(options_of<T>());
     compare_with_autograd(
-        pred, [&](const torch::Tensor& p) { return sl::torch::loss(sl::Huber<T>{}, p, target, weights); },
+        pred, [&](const torch::Tensor& p) { return sl::libtorch::loss(sl::Huber<T>{}, p, target, weights); },
         [&](const torch::Tensor& p) { return (F::huber_loss(p, target, huber_none) * weights).sum() / weights.sum(); },
         tolerance<T>());
   }
@@ -229,8 +229,8 @@ TEMPLATE_TEST_CASE("torch composed loss equals the torch sum of weighted terms",
   loss.set_multipliers(multipliers);
 
   const auto m1 = mel_pred.clone().set_requires_grad(true), s1 = stop_logits.clone().set_requires_grad(true);
-  const auto out = sl::torch::evaluate(loss, sl::torch::inputs(m1, mel_target, sl::torch::lengths(lengths)),
-                                       sl::torch::inputs(s1, stop_target, sl::torch::lengths(lengths)));
+  const auto out = sl::libtorch::evaluate(loss, sl::libtorch::inputs(m1, mel_target, sl::libtorch::lengths(lengths)),
+                                          sl::libtorch::inputs(s1, stop_target, sl::libtorch::lengths(lengths)));
   out.total.backward();
 
   const auto m2 = mel_pred.clone().set_requires_grad(true), s2 = stop_logits.clone().set_requires_grad(true);
@@ -253,8 +253,8 @@ TEMPLATE_TEST_CASE("torch composed loss equals the torch sum of weighted terms",
   CHECK(out.result.weights[1] == Approx(1.2));
   CHECK(out.result.denominators[0] == 60.0 * bins);
   CHECK(out.result.denominators[1] == 60.0);
-  CHECK(sl::torch::loss(loss, sl::torch::inputs(mel_pred, mel_target, sl::torch::lengths(lengths)),
-                        sl::torch::inputs(stop_logits, stop_target, sl::torch::lengths(lengths)))
+  CHECK(sl::libtorch::loss(loss, sl::libtorch::inputs(mel_pred, mel_target, sl::libtorch::lengths(lengths)),
+                           sl::libtorch::inputs(stop_logits, stop_target, sl::libtorch::lengths(lengths)))
             .template item<double>() == Approx(out.total.template item<double>()));
 }
 
@@ -269,7 +269,7 @@ TEST_CASE("torch gradients match float64 central differences") {
                         .reshape({3, 5});
   auto check = [&](const char* name, auto term, const torch::Tensor& y, const torch::Tensor& weights) {
     INFO(name);
-    auto evaluate = [&](const torch::Tensor& p) { return sl::torch::loss(term, p, y, weights); };
+    auto evaluate = [&](const torch::Tensor& p) { return sl::libtorch::loss(term, p, y, weights); };
     const auto x = pred.clone().set_requires_grad(true);
     evaluate(x).backward();
     const auto analytic = x.grad().to(torch::kCPU);
@@ -297,7 +297,7 @@ TEST_CASE("torch gradients match float64 central differences") {
 TEST_CASE("torch backward scales the saved gradient by the incoming gradient") {
   const auto pred = random_pred<float>({64}, 17).set_requires_grad(true);
   const auto target = random_pred<float>({64}, 18);
-  const auto value = sl::torch::loss(sl::Huber<float>{}, pred, target);
+  const auto value = sl::libtorch::loss(sl::Huber<float>{}, pred, target);
   value.backward({}, /*retain_graph=*/true);
   const auto once = pred.grad().clone();
   pred.grad().zero_();
@@ -308,6 +308,38 @@ TEST_CASE("torch backward scales the saved gradient by the incoming gradient") {
   require_close(pred.grad(), once, 1e-6, "retained gradient");
 }
 
+TEST_CASE("torch double backward throws steadyloss's message, the first-order gradient stays right") {
+  using Catch::Matchers::Contains;
+  const auto pred = random_pred<double>({5, 8}, 22).set_requires_grad(true);
+  const auto target = random_pred<double>({5, 8}, 23);
+  const auto reference_pred = pred.detach().clone().set_requires_grad(true);
+  const auto reference = torch::autograd::grad({F::huber_loss(reference_pred, target)}, {reference_pred})[0];
+  const auto value = sl::libtorch::loss(sl::Huber<double>{}, pred, target);
+  const std::string message = "cannot be differentiated again";
+  SECTION("torch::autograd::grad with create_graph, then a second grad") {
+    const auto first = torch::autograd::grad({value}, {pred}, {}, /*retain_graph=*/true, /*create_graph=*/true)[0];
+    require_close(first, reference, 1e-12, "first-order gradient under create_graph");
+    // Huber's true second derivative is 1 inside delta: a silent answer of 0 would be wrong.
+    REQUIRE(first.requires_grad());
+    CHECK_THROWS_WITH(torch::autograd::grad({first.sum()}, {pred}), Contains(message));
+  }
+  SECTION("an incoming gradient other than 1 (the multiplying path)") {
+    const auto first = torch::autograd::grad({3.0 * value}, {pred}, {}, true, true)[0];
+    require_close(first, 3.0 * reference, 1e-12, "3 x first-order gradient under create_graph");
+    CHECK_THROWS_WITH(first.pow(2).sum().backward(), Contains(message));
+  }
+  SECTION("backward(create_graph) into .grad, then backward through .grad") {
+    value.backward({}, /*retain_graph=*/true, /*create_graph=*/true);
+    require_close(pred.grad(), reference, 1e-12, "accumulated first-order gradient");
+    CHECK_THROWS_WITH(pred.grad().sum().backward(), Contains(message));
+  }
+  SECTION("without create_graph the gradient is a plain tensor, as before") {
+    const auto first = torch::autograd::grad({value}, {pred})[0];
+    CHECK_FALSE(first.requires_grad());
+    require_close(first, reference, 1e-12, "first-order gradient");
+  }
+}
+
 TEST_CASE("torch pred flows through a graph and through non-contiguous views") {
   torch::manual_seed(19);
   const auto weight = torch::randn({5, 7}, options_of<float>()).set_requires_grad(true);
@@ -316,7 +348,7 @@ TEST_CASE("torch pred flows through a graph and through non-contiguous views") {
   // input.t() is a transposed (non-contiguous) view: copied to a contiguous temporary inside.
   const auto pred = torch::matmul(weight, input).t();
   REQUIRE_FALSE(pred.is_contiguous());
-  sl::torch::loss(sl::Huber<float>{}, pred, target).backward();
+  sl::libtorch::loss(sl::Huber<float>{}, pred, target).backward();
   const auto w2 = weight.detach().clone().set_requires_grad(true);
   F::huber_loss(torch::matmul(w2, input).t(), target).backward();
   require_close(weight.grad(), w2.grad(), 2e-6, "weight gradient through matmul and transpose");
@@ -328,18 +360,18 @@ TEST_CASE("torch without grad computes the value only") {
   torch::Tensor value;
   {
     torch::NoGradGuard no_grad;
-    value = sl::torch::loss(sl::MSE<float>{}, pred, target);
+    value = sl::libtorch::loss(sl::MSE<float>{}, pred, target);
   }
   CHECK_FALSE(value.requires_grad());
   CHECK(value.item<double>() == Approx(F::mse_loss(pred, target).item<double>()).epsilon(1e-6));
-  const auto detached = sl::torch::loss(sl::MSE<float>{}, pred.detach(), target);
+  const auto detached = sl::libtorch::loss(sl::MSE<float>{}, pred.detach(), target);
   CHECK_FALSE(detached.requires_grad());
 }
 
 TEST_CASE("torch reductions are read back from a composed loss") {
   const auto loss = sl::compose(sl::term(sl::Huber<float>{}, 2.0f, sl::Reduction::sum), sl::term(sl::MSE<float>{}, 1.0f),
                                 sl::term(sl::BalancedBCE<float>{}, 1.0f, sl::Reduction::sum));
-  const auto reductions = sl::torch::detail::reductions_of(loss);
+  const auto reductions = sl::libtorch::detail::reductions_of(loss);
   CHECK(reductions[0] == sl::Reduction::sum);
   CHECK(reductions[1] == sl::Reduction::mean);
   CHECK(reductions[2] == sl::Reduction::sum);
@@ -356,8 +388,8 @@ TEST_CASE("torch tensors work with the core API through tensor_traits") {
   require_close(grad, p.grad(), 1e-6, "core gradient into a torch tensor");
 
   const auto pred64 = pred.to(torch::kFloat64), target64 = target.to(torch::kFloat64);
-  const auto v = sl::value(sl::MSE<double>{}, sl::inputs(sl::torch::span<const double>(pred64),
-                                                         sl::torch::span<const double>(target64)));
+  const auto v = sl::value(sl::MSE<double>{}, sl::inputs(sl::libtorch::span<const double>(pred64),
+                                                         sl::libtorch::span<const double>(target64)));
   CHECK(v.value == Approx(F::mse_loss(pred64, target64).item<double>()).epsilon(1e-12));
 
   const auto transposed = pred.t();
@@ -372,50 +404,50 @@ TEST_CASE("torch errors name the argument") {
   const auto target = torch::randn({4, 6});
   using Catch::Contains;
   SECTION("dtype") {
-    CHECK_THROWS_AS(sl::torch::loss(sl::Huber<float>{}, pred.to(torch::kFloat64), target.to(torch::kFloat64)),
-                    c10::Error);
-    CHECK_THROWS_WITH(sl::torch::loss(sl::Huber<float>{}, pred.to(torch::kFloat64), target.to(torch::kFloat64)),
-                      Contains("pred of term 0 has dtype Double; this term needs float32"));
-    CHECK_THROWS_WITH(sl::torch::loss(sl::Huber<double>{}, pred, target), Contains("needs float64"));
-    CHECK_THROWS_WITH(sl::torch::loss(sl::Huber<float>{}, pred, target.to(torch::kFloat64)),
-                      Contains("target of term 0 has dtype Double but pred has Float"));
-    CHECK_THROWS_WITH(sl::torch::loss(sl::Huber<float>{}, pred.to(torch::kInt), target.to(torch::kInt)),
-                      Contains("pred of term 0 has dtype Int"));
+    CHECK_THROWS_AS(sl::libtorch::loss(sl::Huber<float>{}, pred.to(torch::kFloat64), target.to(torch::kFloat64)),
+                       c10::Error);
+    CHECK_THROWS_WITH(sl::libtorch::loss(sl::Huber<float>{}, pred.to(torch::kFloat64), target.to(torch::kFloat64)),
+                         Contains("pred of term 0 has dtype Double; this term needs float32"));
+    CHECK_THROWS_WITH(sl::libtorch::loss(sl::Huber<double>{}, pred, target), Contains("needs float64"));
+    CHECK_THROWS_WITH(sl::libtorch::loss(sl::Huber<float>{}, pred, target.to(torch::kFloat64)),
+                         Contains("target of term 0 has dtype Double but pred has Float"));
+    CHECK_THROWS_WITH(sl::libtorch::loss(sl::Huber<float>{}, pred.to(torch::kInt), target.to(torch::kInt)),
+                         Contains("pred of term 0 has dtype Int"));
   }
   SECTION("shape") {
-    CHECK_THROWS_WITH(sl::torch::loss(sl::Huber<float>{}, pred, target.reshape({6, 4})),
-                      Contains("target of term 0 has shape [6, 4] but pred has shape [4, 6]"));
-    CHECK_THROWS_WITH(sl::torch::loss(sl::Huber<float>{}, pred, target, torch::ones({6})),
-                      Contains("mask of term 0 has shape [6]"));
-    CHECK_THROWS_WITH(sl::torch::loss(sl::Huber<float>{}, pred, target, sl::torch::lengths(std::vector<int>{1, 2, 3})),
-                      Contains("lengths of term 0 has 3 entries but pred has shape [4, 6]"));
-    CHECK_THROWS_WITH(sl::torch::loss(sl::Huber<float>{}, torch::empty({0}), torch::empty({0})),
-                      Contains("pred of term 0 is empty"));
+    CHECK_THROWS_WITH(sl::libtorch::loss(sl::Huber<float>{}, pred, target.reshape({6, 4})),
+                         Contains("target of term 0 has shape [6, 4] but pred has shape [4, 6]"));
+    CHECK_THROWS_WITH(sl::libtorch::loss(sl::Huber<float>{}, pred, target, torch::ones({6})),
+                         Contains("mask of term 0 has shape [6]"));
+    CHECK_THROWS_WITH(sl::libtorch::loss(sl::Huber<float>{}, pred, target, sl::libtorch::lengths(std::vector<int>{1, 2, 3})),
+                            Contains("lengths of term 0 has 3 entries but pred has shape [4, 6]"));
+    CHECK_THROWS_WITH(sl::libtorch::loss(sl::Huber<float>{}, torch::empty({0}), torch::empty({0})),
+                         Contains("pred of term 0 is empty"));
   }
   SECTION("device") {
     const auto meta = torch::empty({4, 6}, torch::device(torch::kMeta));
-    CHECK_THROWS_WITH(sl::torch::loss(sl::Huber<float>{}, pred, meta), Contains("target of term 0 is on meta but pred is on cpu"));
-    CHECK_THROWS_WITH(sl::torch::loss(sl::Huber<float>{}, meta, meta), Contains("pred of term 0 is on meta"));
+    CHECK_THROWS_WITH(sl::libtorch::loss(sl::Huber<float>{}, pred, meta), Contains("target of term 0 is on meta but pred is on cpu"));
+    CHECK_THROWS_WITH(sl::libtorch::loss(sl::Huber<float>{}, meta, meta), Contains("pred of term 0 is on meta"));
   }
   SECTION("composed: the term index and the mask dtype") {
     const auto loss = sl::compose(sl::Huber<float>{}, sl::MSE<float>{});
-    CHECK_THROWS_WITH(sl::torch::loss(loss, sl::torch::inputs(pred, target),
-                                      sl::torch::inputs(pred, target, torch::ones({4}, torch::kInt))),
+    CHECK_THROWS_WITH(sl::libtorch::loss(loss, sl::libtorch::inputs(pred, target),
+                                         sl::libtorch::inputs(pred, target, torch::ones({4}, torch::kInt))),
                       Contains("mask of term 1 has dtype Int"));
-    CHECK_THROWS_WITH(sl::torch::loss(loss, sl::torch::inputs(pred, target), sl::torch::inputs(pred, target.t())),
-                      Contains("target of term 1 has shape [6, 4]"));
+    CHECK_THROWS_WITH(sl::libtorch::loss(loss, sl::libtorch::inputs(pred, target), sl::libtorch::inputs(pred, target.t())),
+                               Contains("target of term 1 has shape [6, 4]"));
   }
   SECTION("target requires grad") {
-    CHECK_THROWS_WITH(sl::torch::loss(sl::Huber<float>{}, pred, target.clone().set_requires_grad(true)),
-                      Contains("target of term 0 requires grad"));
+    CHECK_THROWS_WITH(sl::libtorch::loss(sl::Huber<float>{}, pred, target.clone().set_requires_grad(true)),
+                         Contains("target of term 0 requires grad"));
   }
   SECTION("core errors stay steadyloss errors") {
-    CHECK_THROWS_AS(sl::torch::loss(sl::Huber<float>{.delta = -1.0f}, pred, target), sl::invalid_parameter);
-    CHECK_THROWS_WITH(sl::torch::loss(sl::BalancedBCE<float>{}, pred, torch::full({4, 6}, 1.5f)),
-                      Contains("targets must lie in [0, 1]"));
-    CHECK_THROWS_AS(sl::torch::loss(sl::Huber<float>{}, pred, target, torch::zeros({4})), sl::invalid_input);
-    CHECK_THROWS_AS(sl::torch::loss(sl::Huber<float>{}, pred, target, sl::torch::lengths(std::vector<int>{1, 2, 7, 0})),
-                    sl::invalid_input);
+    CHECK_THROWS_AS(sl::libtorch::loss(sl::Huber<float>{.delta = -1.0f}, pred, target), sl::invalid_parameter);
+    CHECK_THROWS_WITH(sl::libtorch::loss(sl::BalancedBCE<float>{}, pred, torch::full({4, 6}, 1.5f)),
+                         Contains("targets must lie in [0, 1]"));
+    CHECK_THROWS_AS(sl::libtorch::loss(sl::Huber<float>{}, pred, target, torch::zeros({4})), sl::invalid_input);
+    CHECK_THROWS_AS(sl::libtorch::loss(sl::Huber<float>{}, pred, target, sl::libtorch::lengths(std::vector<int>{1, 2, 7, 0})),
+                          sl::invalid_input);
   }
 }
 
@@ -428,29 +460,29 @@ TEST_CASE("torch masks: subnormal weights and an overflowing gradient scale are 
   const auto target = random_pred<float>({4, 6, 3}, 32);
   auto mask = torch::ones({4, 6}, options_of<float>());
   mask.index_put_({1, 2}, std::numeric_limits<float>::denorm_min());
-  CHECK_THROWS_AS(sl::torch::loss(sl::Huber<float>{}, pred, target, mask), sl::invalid_input);
-  CHECK_THROWS_WITH(sl::torch::loss(sl::Huber<float>{}, pred, target, mask), Contains("subnormal"));
+  CHECK_THROWS_AS(sl::libtorch::loss(sl::Huber<float>{}, pred, target, mask), sl::invalid_input);
+  CHECK_THROWS_WITH(sl::libtorch::loss(sl::Huber<float>{}, pred, target, mask), Contains("subnormal"));
 
   // Per element: 1e5 / (72 x the smallest normal float) overflows float.
   const auto heavy = sl::term(sl::Huber<float>{}, 1e5f);
   const auto tiny = torch::full({4, 6, 3}, smallest, options_of<float>());
   const auto p = pred.clone().set_requires_grad(true);
-  CHECK_THROWS_AS(sl::torch::loss(heavy, p, target, tiny), sl::invalid_input);
-  CHECK_THROWS_WITH(sl::torch::loss(heavy, p, target, tiny), Contains("gradient scale") && Contains("overflows"));
+  CHECK_THROWS_AS(sl::libtorch::loss(heavy, p, target, tiny), sl::invalid_input);
+  CHECK_THROWS_WITH(sl::libtorch::loss(heavy, p, target, tiny), Contains("gradient scale") && Contains("overflows"));
   {
     torch::NoGradGuard value_only;  // no gradient, no factor: the weighted mean is the plain mean
     const double want = 1e5 * F::huber_loss(pred.to(torch::kFloat64), target.to(torch::kFloat64)).item<double>();
-    CHECK(sl::torch::loss(heavy, pred, target, tiny).item<double>() == Approx(want).epsilon(tolerance<float>()));
+    CHECK(sl::libtorch::loss(heavy, pred, target, tiny).item<double>() == Approx(want).epsilon(tolerance<float>()));
   }
 
   // Per frame ([4, 6] over [4, 6, 3]): the CPU folds each frame's weight in double (factor
   // 1e5 / 72 fits); the CUDA kernel forms 1e5 / sum(w) in float first, so it refuses.
   const auto frames = torch::full({4, 6}, smallest, options_of<float>());
   if (test_device().is_cuda()) {
-    CHECK_THROWS_WITH(sl::torch::loss(heavy, p, target, frames), Contains("gradient scale") && Contains("overflows"));
+    CHECK_THROWS_WITH(sl::libtorch::loss(heavy, p, target, frames), Contains("gradient scale") && Contains("overflows"));
   } else {
     compare_with_autograd(
-        pred, [&](const torch::Tensor& q) { return sl::torch::loss(heavy, q, target, frames); },
+        pred, [&](const torch::Tensor& q) { return sl::libtorch::loss(heavy, q, target, frames); },
         [&](const torch::Tensor& q) { return 1e5 * F::huber_loss(q, target); }, tolerance<float>());
   }
 }
@@ -463,7 +495,7 @@ TEST_CASE("torch evaluation is bitwise reproducible") {
   const auto loss = sl::presets::stable_loss<float>();
   auto run = [&] {
     const auto m = mel_pred.clone().set_requires_grad(true), s = stop_logits.clone().set_requires_grad(true);
-    const auto out = sl::torch::evaluate(loss, sl::torch::inputs(m, mel_target, mask), sl::torch::inputs(s, stop_target, mask));
+    const auto out = sl::libtorch::evaluate(loss, sl::libtorch::inputs(m, mel_target, mask), sl::libtorch::inputs(s, stop_target, mask));
     out.total.backward();
     return std::tuple{out.total.item<float>(), m.grad(), s.grad()};
   };
@@ -481,14 +513,14 @@ TEST_CASE("torch half and bfloat16 run on CUDA only, computed in float") {
   for (const auto dtype : {torch::kFloat16, torch::kBFloat16}) {
     const auto p16 = pred.to(dtype), t16 = target.to(dtype);
     if (!p16.is_cuda()) {
-      CHECK_THROWS_WITH(sl::torch::loss(sl::Huber<float>{}, p16, t16),
-                        Catch::Contains("this term needs float32 (a float term; float64 needs a double term)"));
+      CHECK_THROWS_WITH(sl::libtorch::loss(sl::Huber<float>{}, p16, t16),
+                           Catch::Contains("this term needs float32 (a float term; float64 needs a double term)"));
       continue;
     }
     // Reference: the same rounded inputs in float32 through torch; the value accumulates in
     // float, so only the gradient's rounding to 16 bits separates the two.
     const auto leaf = p16.clone().set_requires_grad(true);
-    const auto value = sl::torch::loss(sl::Huber<float>{}, leaf, t16);
+    const auto value = sl::libtorch::loss(sl::Huber<float>{}, leaf, t16);
     value.backward();
     CHECK(value.scalar_type() == dtype);
     CHECK(leaf.grad().scalar_type() == dtype);
@@ -553,16 +585,16 @@ TEMPLATE_TEST_CASE("torch grad_norm is the float64 norm of the per-parameter nor
   }
   const double expected = std::sqrt(sum_of_norms_squared);
 
-  const double actual = sl::torch::grad_norm(params);
-  static_assert(std::is_same_v<decltype(sl::torch::grad_norm(params)), double>);
+  const double actual = sl::libtorch::grad_norm(params);
+  static_assert(std::is_same_v<decltype(sl::libtorch::grad_norm(params)), double>);
   const double rel = std::is_same_v<T, float> ? 2e-6 : 1e-13;
   INFO("expected " << expected << ", got " << actual);
   CHECK(std::fabs(actual - expected) <= rel * expected);
 
   SECTION("no gradient at all is 0") {
     const std::vector<torch::Tensor> none{random_pred<T>({3}, 37).set_requires_grad(true), random_pred<T>({2}, 38)};
-    CHECK(sl::torch::grad_norm(none) == 0.0);
-    CHECK(sl::torch::grad_norm(std::vector<torch::Tensor>{}) == 0.0);
+    CHECK(sl::libtorch::grad_norm(none) == 0.0);
+    CHECK(sl::libtorch::grad_norm(std::vector<torch::Tensor>{}) == 0.0);
   }
   SECTION("float32 and float64 gradients together") {
     const std::vector<torch::Tensor> mixed{parameter_with_grad<float>({6, 3}, 39, 2.0),
@@ -570,7 +602,7 @@ TEMPLATE_TEST_CASE("torch grad_norm is the float64 norm of the per-parameter nor
     double squares = 0;
     for (const auto& p : mixed)
       for (const double g : host_values(p.grad())) squares += g * g;
-    CHECK(std::fabs(sl::torch::grad_norm(mixed) - std::sqrt(squares)) <= 2e-6 * std::sqrt(squares));
+    CHECK(std::fabs(sl::libtorch::grad_norm(mixed) - std::sqrt(squares)) <= 2e-6 * std::sqrt(squares));
   }
 }
 
@@ -585,7 +617,7 @@ TEMPLATE_TEST_CASE("torch apply scales the gradients by the report's scale and s
 
   SECTION("scale 0.5: every gradient halved in place (exactly: a power of two)") {
     report.scale = 0.5f;
-    CHECK(sl::torch::apply(report, params));
+    CHECK(sl::libtorch::apply(report, params));
     CHECK(same_bits(params[0].grad(), before[0] * 0.5));
     CHECK(same_bits(params[1].grad(), before[1] * 0.5));
     CHECK(params[0].grad().data_ptr() == storage);
@@ -593,24 +625,24 @@ TEMPLATE_TEST_CASE("torch apply scales the gradients by the report's scale and s
     CHECK_FALSE(params[0].grad().requires_grad());
   }
   SECTION("scale 1: step, gradients untouched") {
-    CHECK(sl::torch::apply(report, params));
+    CHECK(sl::libtorch::apply(report, params));
     CHECK(same_bits(params[0].grad(), before[0]));
   }
   SECTION("skipped (scale 0): no step, gradients untouched") {
     report.scale = 0.0f;
     report.skipped = true;
-    CHECK_FALSE(sl::torch::apply(report, params));
+    CHECK_FALSE(sl::libtorch::apply(report, params));
     CHECK(same_bits(params[0].grad(), before[0]));
     CHECK(same_bits(params[1].grad(), before[1]));
   }
   SECTION("non-finite step: no step even when no policy skipped it") {
     report.non_finite = true;
-    CHECK_FALSE(sl::torch::apply(report, params));
+    CHECK_FALSE(sl::libtorch::apply(report, params));
     CHECK(same_bits(params[0].grad(), before[0]));
   }
   SECTION("a scale that is not finite and > 0 on a step that is not skipped is an error") {
     report.scale = -1.0f;
-    CHECK_THROWS_WITH(sl::torch::apply(report, params), Catch::Contains("report.scale must be finite and > 0"));
+    CHECK_THROWS_WITH(sl::libtorch::apply(report, params), Catch::Contains("report.scale must be finite and > 0"));
   }
 }
 
@@ -619,7 +651,7 @@ TEST_CASE("torch best_weights copies on improvement only, without allocating aga
   torch::manual_seed(44);
   torch::nn::Sequential model(torch::nn::Linear(5, 4), torch::nn::BatchNorm1d(4), torch::nn::Linear(4, 2));
   model->to(test_device());
-  sl::torch::best_weights best(*model);
+  sl::libtorch::best_weights best(*model);
   // 3 x (weight, bias) + BatchNorm's weight and bias, then its running_mean, running_var and
   // num_batches_tracked.
   REQUIRE(best.tensors().size() == model->parameters().size() + model->buffers().size());
@@ -692,13 +724,13 @@ TEST_CASE("torch best_weights copies on improvement only, without allocating aga
 TEST_CASE("torch frozen_copy: the validation total does not move with the live loss's multipliers and scales",
           "[torch_step]") {
   auto loss = sl::presets::stable_loss<float>();  // AdaptiveHuber mel + smoothed BCE stop
-  const auto validation_loss = sl::torch::frozen_copy(loss);
+  const auto validation_loss = sl::libtorch::frozen_copy(loss);
   const auto mel_pred = random_pred<float>({4, 10, 6}, 45), mel_target = random_pred<float>({4, 10, 6}, 46);
   const auto stop_logits = random_pred<float>({4, 10}, 47), stop_target = binary_target<float>({4, 10}, 48);
-  const auto lengths = sl::torch::lengths(std::vector<int>{10, 7, 3, 9});
+  const auto lengths = sl::libtorch::lengths(std::vector<int>{10, 7, 3, 9});
   const auto total_of = [&](const auto& l) {
-    return sl::torch::evaluate(l, sl::torch::inputs(mel_pred, mel_target, lengths),
-                               sl::torch::inputs(stop_logits, stop_target, lengths))
+    return sl::libtorch::evaluate(l, sl::libtorch::inputs(mel_pred, mel_target, lengths),
+                                  sl::libtorch::inputs(stop_logits, stop_target, lengths))
         .result.total;
   };
   const float validation_before = total_of(validation_loss);
@@ -718,7 +750,7 @@ TEST_CASE("torch frozen_copy: the validation total does not move with the live l
   CHECK(validation_loss.term<0>().scale == 1.0f);
 
   // A copy made later has multipliers 1 again but keeps the scale it finds (hence: before training).
-  const auto late = sl::torch::frozen_copy(loss);
+  const auto late = sl::libtorch::frozen_copy(loss);
   CHECK(late.multipliers() == std::array<float, 2>{1.0f, 1.0f});
   CHECK(late.weights() == late.base_weights());
   CHECK(late.term<0>().scale == 0.05f);
@@ -747,7 +779,7 @@ TEMPLATE_TEST_CASE("torch AdaptiveHuber matches a float64 reference of value and
       }
       value /= n;
       const auto leaf = pred.clone().set_requires_grad(true);
-      const auto out = sl::torch::loss(term, leaf, target);
+      const auto out = sl::libtorch::loss(term, leaf, target);
       out.backward();
       const auto expected_grad = torch::tensor(grad, torch::kFloat64).view(pred.sizes());
       require_close(out, torch::scalar_tensor(value, torch::kFloat64), 4 * tolerance<T>(), "value");
@@ -772,7 +804,7 @@ TEST_CASE("torch grad_norm takes float16 and bfloat16 gradients in float32, past
       for (const double g : host_values(p->grad())) squares += g * g;
     const double expected = std::sqrt(squares);
     REQUIRE(expected > 65504.0);
-    const double actual = sl::torch::grad_norm(std::vector<torch::Tensor>{big, small, f32});
+    const double actual = sl::libtorch::grad_norm(std::vector<torch::Tensor>{big, small, f32});
     INFO("expected " << expected << ", got " << actual);
     CHECK(std::fabs(actual - expected) <= 1e-5 * expected);
   }
@@ -781,7 +813,7 @@ TEST_CASE("torch grad_norm takes float16 and bfloat16 gradients in float32, past
 TEST_CASE("torch best_weights over a list of tensors, and a changed shape is an error", "[torch_step]") {
   auto a = random_pred<float>({3, 2}, 52).set_requires_grad(true);
   auto b = random_pred<double>({4}, 53);
-  sl::torch::best_weights best({a, b});
+  sl::libtorch::best_weights best({a, b});
   sl::step_report<float, 0> report;  // a step report works too: it has `improved` and `step`
   report.improved = true;
   report.step = 12;

@@ -1,5 +1,5 @@
 // Resume as the README shows it, on a LibTorch training loop (autograd through
-// sl::torch::evaluate, Adam): a run stopped at step k, saved (guard state, model and optimizer
+// sl::libtorch::evaluate, Adam): a run stopped at step k, saved (guard state, model and optimizer
 // with torch::save, data position), rebuilt from nothing but what was saved and continued, must
 // match the uninterrupted run bit for bit, every report field and every parameter, step for
 // step, and stop at the same step.
@@ -108,12 +108,12 @@ void train(Loss& loss, Guard& guard, trainer& t, long long first, long long save
            std::string& guard_state, std::string& checkpoint) {
   for (long long step = first; step < 600; ++step) {
     const auto b = make_batch(step);
-    const auto lengths = sl::torch::lengths(b.lengths);
+    const auto lengths = sl::libtorch::lengths(b.lengths);
     t.optimizer.zero_grad();
     const auto mel_pred = t.model->mel_head->forward(b.inputs);
     const auto stop_logits = t.model->stop_head->forward(b.inputs).squeeze(-1);
-    const auto out = sl::torch::evaluate(loss, sl::torch::inputs(mel_pred, b.mel, lengths),
-                                         sl::torch::inputs(stop_logits, b.stop, lengths));
+    const auto out = sl::libtorch::evaluate(loss, sl::libtorch::inputs(mel_pred, b.mel, lengths),
+                                            sl::libtorch::inputs(stop_logits, b.stop, lengths));
     out.total.backward();
     double sum = 0;
     for (const auto& p : t.model->parameters()) sum += p.grad().pow(2).sum().item<double>();

@@ -6,16 +6,16 @@
 //   namespace sl = steadyloss;
 //
 //   // One term, like torch::nn::functional: a 0-dim tensor connected to autograd.
-//   torch::Tensor l = sl::torch::loss(sl::Huber<float>{.delta = 1.0f}, pred, target);
-//   torch::Tensor m = sl::torch::loss(sl::term(sl::MSE<float>{}, 2.0f, sl::Reduction::sum), pred, target);
-//   torch::Tensor w = sl::torch::loss(sl::L1<float>{}, pred, target, frame_mask);   // masked mean
+//   torch::Tensor l = sl::libtorch::loss(sl::Huber<float>{.delta = 1.0f}, pred, target);
+//   torch::Tensor m = sl::libtorch::loss(sl::term(sl::MSE<float>{}, 2.0f, sl::Reduction::sum), pred, target);
+//   torch::Tensor w = sl::libtorch::loss(sl::L1<float>{}, pred, target, frame_mask);     // masked mean
 //
-//   // A composed loss: one sl::torch::inputs(...) per term, in term order.
+//   // A composed loss: one sl::libtorch::inputs(...) per term, in term order.
 //   auto loss = sl::compose(sl::term(sl::Huber<float>{}, 35.0f),
 //                           sl::term(sl::LabelSmoothing{sl::BalancedBCE<float>{}, 0.05f}, 1.0f));
-//   auto out = sl::torch::evaluate(loss,
-//       sl::torch::inputs(mel_pred, mel_target, sl::torch::lengths(lengths)),     // [B, T, 80]
-//       sl::torch::inputs(stop_logits, stop_target, sl::torch::lengths(lengths)));// [B, T]
+//   auto out = sl::libtorch::evaluate(loss,
+//       sl::libtorch::inputs(mel_pred, mel_target, sl::libtorch::lengths(lengths)),      // [B, T, 80]
+//       sl::libtorch::inputs(stop_logits, stop_target, sl::libtorch::lengths(lengths))); // [B, T]
 //   out.total.backward();                    // d total / d mel_pred, d total / d stop_logits
 //   auto step = guard.update(out.result, grad_norm);   // out.result: sl::composed_result<float, 2>
 //   sl::apply_weights(loss, step);
@@ -25,8 +25,18 @@
 // term's value AND its gradient w.r.t. pred in one fused pass, and saves the gradients. Backward
 // only scales the saved gradients by the incoming gradient (and returns them without a copy when
 // that is exactly 1, as for `total.backward()`). With grad mode off, or when no pred requires
-// grad, only values are computed. Double backward (create_graph) is not supported: the saved
-// gradient is a constant to autograd, so second derivatives through it would be wrong.
+// grad, only values are computed.
+//
+// Double backward is not supported, and is an error rather than a wrong number: the saved
+// gradient is a constant to autograd, so a second derivative through it would silently miss the
+// term's own curvature. As PyTorch's @once_differentiable does, a backward run with
+// create_graph=true still returns the right first-order gradients, but behind an autograd node
+// that throws (std::runtime_error, "steadyloss::libtorch: the gradient of a steadyloss loss
+// cannot be differentiated again ...") when a later backward reaches it:
+//   auto g = torch::autograd::grad({l}, {pred}, {}, /*retain_graph=*/true, /*create_graph=*/true);
+//   torch::autograd::grad({g[0].sum()}, {pred});   // throws
+// Failing there, not at the first call, keeps create_graph=true usable for a graph whose second
+// derivatives never pass through a steadyloss term, and fails every one that does.
 //
 // Inputs (c10::Error, from TORCH_CHECK, naming the argument, when they do not fit):
 //   pred, target  same shape (no broadcasting), same dtype, same device. dtype float32 for float
@@ -35,11 +45,11 @@
 //                 target must not require grad: gradients are w.r.t. pred only (detach it).
 //                 Non-contiguous tensors are copied to a contiguous temporary first (a copy of
 //                 that tensor's size); pass contiguous tensors to avoid it.
-//   mask          sl::torch::inputs(pred, target, mask): a tensor whose shape is pred's leading
+//   mask          sl::libtorch::inputs(pred, target, mask): a tensor whose shape is pred's leading
 //                 dimensions ([B, T] over [B, T, 80]) or pred's shape; any floating or bool dtype
 //                 (converted to the compute dtype, a copy the size of the mask), same device.
 //                 mean = sum(w l) / sum(w), a zero weight drops the element (see the core).
-//   lengths       sl::torch::lengths(lengths): an integer tensor (or a std::vector / span of
+//   lengths       sl::libtorch::lengths(lengths): an integer tensor (or a std::vector / span of
 //                 integers) of pred.size(0) valid frame counts over a padded [B, max_frames, ...]
 //                 pred, max_frames = pred.size(1). Read on the host (a CUDA lengths tensor is
 //                 copied there; it is B integers).
@@ -60,15 +70,18 @@
 // The tensor_traits specialization below also lets the core's own API take torch::Tensor
 // directly, with no autograd: sl::inputs(pred, target) and sl::grads(g) on contiguous CPU
 // float32 tensors (its value_type must be a compile-time type, and float32 is the training one);
-// for float64 use sl::torch::span<const double>(t) / sl::torch::span<double>(g).
+// for float64 use sl::libtorch::span<const double>(t) / sl::libtorch::span<double>(g).
 
 #include <ATen/ATen.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
+#include <torch/csrc/autograd/functions/utils.h>
 
 #include <array>
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <ranges>
 #include <span>
 #include <tuple>
@@ -93,7 +106,7 @@
 #endif
 
 namespace steadyloss {
-namespace torch {
+namespace libtorch {
 
 // ---------------------------------------------------------------------------------------------
 // Inputs
@@ -139,7 +152,7 @@ inline tensor_inputs<length_weights> inputs(at::Tensor pred, at::Tensor target, 
   return {std::move(pred), std::move(target), std::move(valid_lengths)};
 }
 
-/// What sl::torch::evaluate returns: the weighted total as a 0-dim tensor connected to autograd
+/// What sl::libtorch::evaluate returns: the weighted total as a 0-dim tensor connected to autograd
 /// (pred's dtype and device), and the same numbers as the core's composed_result (per-term
 /// values, weights, denominators, total) for the step policies.
 template <class T, std::size_t N>
@@ -149,7 +162,7 @@ struct composed_output {
 };
 
 /// A checked std::span over a contiguous CPU tensor's elements (the core's plain backend), for
-/// dtypes other than float32 with the core API: sl::inputs(sl::torch::span<const double>(p), ...).
+/// dtypes other than float32 with the core API: sl::inputs(sl::libtorch::span<const double>(p), ...).
 template <class T>
 std::span<T> span(const at::Tensor& tensor);
 
@@ -366,31 +379,71 @@ composed_result<typename Loss::value_type, Loss::size> run_cuda(const Loss& loss
 template <class Runner>
 struct fused_loss_function : ::torch::autograd::Function<fused_loss_function<Runner>> {
   static at::Tensor forward(::torch::autograd::AutogradContext* ctx, at::TensorList preds, const Runner* runner) {
-    (void)preds;
     std::vector<at::Tensor> grads;
     at::Tensor total = (*runner)(&grads);
     ctx->save_for_backward(grads);
+    auto edges = c10::make_intrusive<input_edges>();
+    edges->edges = ::torch::autograd::collect_next_edges(preds);
+    ctx->saved_data[edges_key] = at::IValue::make_capsule(std::move(edges));
     return total;
   }
 
   static ::torch::autograd::variable_list backward(::torch::autograd::AutogradContext* ctx,
                                                    ::torch::autograd::variable_list grad_outputs) {
-    const at::Tensor& incoming = grad_outputs[0];
-    ::torch::autograd::variable_list saved = ctx->get_saved_variables();
+    // Grad mode is on inside a backward exactly when it was asked to build a graph
+    // (create_graph=true): the engine runs every node under that setting.
+    const bool create_graph = ::torch::autograd::GradMode::is_enabled();
     ::torch::autograd::variable_list out;
-    out.reserve(saved.size() + 1);
-    // `total.backward()` seeds exactly 1 on the CPU: hand the saved gradient over, no pass at all.
-    // (A CUDA seed would need a device-to-host read to know; multiplying there is cheaper.)
-    const bool unit = incoming.defined() && incoming.is_cpu() && incoming.numel() == 1 &&
-                      incoming.item<double>() == 1.0;
-    for (at::Tensor& g : saved) {
-      if (!incoming.defined()) out.emplace_back();
-      else if (unit) out.push_back(g);
-      else out.push_back(g * incoming.to(g.scalar_type()));
+    {
+      const at::NoGradGuard no_grad;
+      const at::Tensor& incoming = grad_outputs[0];
+      ::torch::autograd::variable_list saved = ctx->get_saved_variables();
+      out.reserve(saved.size() + 1);
+      // `total.backward()` seeds exactly 1 on the CPU: hand the saved gradient over, no pass at
+      // all. (A CUDA seed would need a device-to-host read to know; multiplying there is cheaper.)
+      const bool unit = incoming.defined() && incoming.is_cpu() && incoming.numel() == 1 &&
+                        incoming.item<double>() == 1.0;
+      for (at::Tensor& g : saved) {
+        if (!incoming.defined()) out.emplace_back();
+        else if (unit) out.push_back(g);
+        else out.push_back(g * incoming.to(g.scalar_type()));
+      }
     }
+    if (create_graph) out = once_differentiable(ctx, std::move(out));
     out.emplace_back();  // the runner pointer is not differentiable
     return out;
   }
+
+  /// PyTorch's @once_differentiable, in C++, wired to the preds' own graph: the first-order
+  /// gradients, with their values, as outputs of an autograd Error node whose edges lead where
+  /// the preds' gradients go, so that a later backward that asks for any of them (grad of the
+  /// gradient w.r.t. pred or anything upstream of it) reaches the node and throws, where an
+  /// alias with no edges would be "unused" (and, with allow_unused, a silent zero).
+  static ::torch::autograd::variable_list once_differentiable(::torch::autograd::AutogradContext* ctx,
+                                                              ::torch::autograd::variable_list grads) {
+    const auto edges = c10::static_intrusive_pointer_cast<input_edges>(ctx->saved_data.at(edges_key).toCapsule());
+    const auto error = std::make_shared<::torch::autograd::Error>(
+        "steadyloss::libtorch: the gradient of a steadyloss loss cannot be differentiated again "
+        "(double backward, create_graph=true): its backward returns the gradient saved by the fused "
+        "forward pass, a constant to autograd, so second derivatives through it would be wrong; "
+        "use LibTorch's own losses where second derivatives are needed",
+        ::torch::autograd::edge_list(edges->edges));
+    for (at::Tensor& g : grads) {
+      if (!g.defined()) continue;
+      g = g.variable_data();  // the same values, a tensor of its own to hang the node on
+      ::torch::autograd::set_history(g, error);
+    }
+    return grads;
+  }
+
+  /// The preds' gradient edges, taken in forward (autograd passes the Function's backward no
+  /// access to its node), for once_differentiable. Edges rather than the preds themselves: a
+  /// saved pred would hold its memory and make an in-place change of it after the forward an
+  /// error, for the sake of a case that only ever throws.
+  struct input_edges : ::torch::CustomClassHolder {
+    ::torch::autograd::edge_list edges;
+  };
+  static constexpr const char* edges_key = "steadyloss_input_edges";
 };
 
 template <class Loss, class... Weightings>
@@ -399,7 +452,7 @@ composed_output<typename Loss::value_type, Loss::size> evaluate_composed(const L
   using T = typename Loss::value_type;
   constexpr std::size_t N = Loss::size;
   static_assert(sizeof...(Weightings) == N,
-                "steadyloss::torch::evaluate: pass one sl::torch::inputs(pred, target[, mask | lengths]) per "
+                "steadyloss::libtorch::evaluate: pass one sl::libtorch::inputs(pred, target[, mask | lengths]) per "
                 "term, in term order");
   const auto args = std::forward_as_tuple(in...);
   const auto prepared = [&]<std::size_t... I>(std::index_sequence<I...>) {
@@ -449,28 +502,28 @@ auto as_composed(const TermOrWeighted& part) {
 
 }  // namespace detail
 
-/// A composed loss on tensors: one sl::torch::inputs(...) per term, in term order. Returns the
+/// A composed loss on tensors: one sl::libtorch::inputs(...) per term, in term order. Returns the
 /// weighted total (0-dim, autograd) and the core's composed_result.
 template <class... Terms, class... Weightings>
 composed_output<typename composed_loss<Terms...>::value_type, sizeof...(Terms)> evaluate(
     const composed_loss<Terms...>& loss, const tensor_inputs<Weightings>&... in) {
-  return detail::evaluate_composed(loss, "steadyloss::torch::evaluate", in...);
+  return detail::evaluate_composed(loss, "steadyloss::libtorch::evaluate", in...);
 }
 
 /// The weighted total of a composed loss, as a 0-dim tensor connected to autograd.
 template <class... Terms, class... Weightings>
 at::Tensor loss(const composed_loss<Terms...>& composed, const tensor_inputs<Weightings>&... in) {
-  return detail::evaluate_composed(composed, "steadyloss::torch::loss", in...).total;
+  return detail::evaluate_composed(composed, "steadyloss::libtorch::loss", in...).total;
 }
 
 /// One term (bare: weight 1, mean; or sl::term(t, weight, reduction)) on pred and target, with
-/// an optional mask tensor or sl::torch::lengths(...). Returns weight * reduced value, 0-dim,
+/// an optional mask tensor or sl::libtorch::lengths(...). Returns weight * reduced value, 0-dim,
 /// connected to autograd.
 template <class Term, class... Weighting>
   requires(LossTerm<Term> || detail::is_weighted_term<Term>) && (sizeof...(Weighting) <= 1)
 at::Tensor loss(const Term& term, at::Tensor pred, at::Tensor target, Weighting... weighting) {
-  return detail::evaluate_composed(detail::as_composed(term), "steadyloss::torch::loss",
-                                   inputs(std::move(pred), std::move(target), std::move(weighting)...))
+  return detail::evaluate_composed(detail::as_composed(term), "steadyloss::libtorch::loss",
+                                      inputs(std::move(pred), std::move(target), std::move(weighting)...))
       .total;
 }
 
@@ -478,24 +531,24 @@ template <class T>
 std::span<T> span(const at::Tensor& tensor) {
   using V = std::remove_const_t<T>;
   static_assert(std::is_same_v<V, float> || std::is_same_v<V, double>,
-                "steadyloss::torch::span<T>: T must be float, double, const float or const double");
-  TORCH_CHECK(tensor.defined() && tensor.is_cpu(), "steadyloss::torch::span: the tensor must be a defined CPU tensor");
-  TORCH_CHECK(tensor.scalar_type() == detail::scalar_type_of<V>(), "steadyloss::torch::span: the tensor has dtype ",
+                "steadyloss::libtorch::span<T>: T must be float, double, const float or const double");
+  TORCH_CHECK(tensor.defined() && tensor.is_cpu(), "steadyloss::libtorch::span: the tensor must be a defined CPU tensor");
+  TORCH_CHECK(tensor.scalar_type() == detail::scalar_type_of<V>(), "steadyloss::libtorch::span: the tensor has dtype ",
               tensor.scalar_type(), ", span asked for ", detail::scalar_type_of<V>());
-  TORCH_CHECK(tensor.is_contiguous(), "steadyloss::torch::span: the tensor is not contiguous; call .contiguous() "
+  TORCH_CHECK(tensor.is_contiguous(), "steadyloss::libtorch::span: the tensor is not contiguous; call .contiguous() "
               "first (and keep the result alive while the span is used)");
   return {tensor.data_ptr<V>(), static_cast<std::size_t>(tensor.numel())};
 }
 
-}  // namespace torch
+}  // namespace libtorch
 
 /// torch::Tensor (at::Tensor) as a core Tensor: contiguous CPU float32, checked at each access.
 template <>
 struct tensor_traits<at::Tensor> {
   using value_type = float;
-  static const float* data(const at::Tensor& t) { return torch::span<const float>(t).data(); }
+  static const float* data(const at::Tensor& t) { return libtorch::span<const float>(t).data(); }
   static std::size_t size(const at::Tensor& t) { return static_cast<std::size_t>(t.numel()); }
-  static float* mutable_data(at::Tensor& t) { return torch::span<float>(t).data(); }
+  static float* mutable_data(at::Tensor& t) { return libtorch::span<float>(t).data(); }
 };
 
 }  // namespace steadyloss

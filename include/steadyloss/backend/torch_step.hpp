@@ -6,23 +6,23 @@
 //   namespace sl = steadyloss;
 //
 //   auto loss = sl::presets::stable_loss<float>();
-//   const auto validation_loss = sl::torch::frozen_copy(loss);  // before training (see below)
+//   const auto validation_loss = sl::libtorch::frozen_copy(loss);  // before training (see below)
 //   auto guard = sl::presets::stable_stabilizer<float>();
-//   sl::torch::best_weights best(model);                        // parameters and buffers
+//   sl::libtorch::best_weights best(model);                        // parameters and buffers
 //   const auto params = model.parameters();
 //
 //   // every step
 //   out.total.backward();
-//   const auto report = guard.update(out.result, static_cast<float>(sl::torch::grad_norm(params)));
-//   if (sl::torch::apply(report, params)) optimizer.step();      // gradients x report.scale
-//   sl::apply(loss, report);                                     // multipliers, error scales
+//   const auto report = guard.update(out.result, static_cast<float>(sl::libtorch::grad_norm(params)));
+//   if (sl::libtorch::apply(report, params)) optimizer.step();     // gradients x report.scale
+//   sl::apply(loss, report);                                       // multipliers, error scales
 //
 //   // every k steps, under torch::NoGradGuard: the validation loss with validation_loss
-//   const auto check = stopper.check(validation_total, step);    // sl::validation_stopper<float>
-//   best.update(check);                                          // copies when check.improved
+//   const auto check = stopper.check(validation_total, step);      // sl::validation_stopper<float>
+//   best.update(check);                                            // copies when check.improved
 //   if (check.should_stop) break;
 //   ...
-//   best.restore();                                              // at the end
+//   best.restore();                                                // at the end
 //
 // grad_norm: the global L2 norm sqrt(sum_p ||grad_p||^2) over the parameters that have a
 // gradient (the others are skipped, as torch::nn::utils::clip_grad_norm_ skips them). One
@@ -61,7 +61,7 @@
 // every multiplier 1 (the base weights) and each term's parameters, error scales included, as
 // they are at the call: make it before the first sl::apply (right after building the loss; after
 // a resume, before sl::apply(loss, guard)) and the error scales are the loss's initial ones.
-// The copy is an ordinary composed loss (sl::torch::evaluate and the core API take it); no step
+// The copy is an ordinary composed loss (sl::libtorch::evaluate and the core API take it); no step
 // policy ever touches it.
 
 #include <ATen/ATen.h>
@@ -79,7 +79,7 @@
 #include "torch.hpp"
 
 namespace steadyloss {
-namespace torch {
+namespace libtorch {
 
 namespace detail {
 
@@ -105,7 +105,7 @@ inline bool fused_norm_dtype(const at::Tensor& t) {
 /// for Stabilizer::update. Parameters without a gradient are skipped; 0 when none has one. One
 /// host synchronization (see the top of this file).
 inline double grad_norm(at::TensorList params) {
-  const std::vector<at::Tensor> grads = detail::defined_grads(params, "steadyloss::torch::grad_norm");
+  const std::vector<at::Tensor> grads = detail::defined_grads(params, "steadyloss::libtorch::grad_norm");
   if (grads.empty()) return 0.0;
   std::vector<at::Tensor> fused, norms;
   fused.reserve(grads.size());
@@ -138,15 +138,15 @@ inline double grad_norm(at::TensorList params) {
 /// false when the step is skipped (report.skipped) or non-finite (report.non_finite), and then
 /// the gradients are left untouched.
 ///
-///   if (sl::torch::apply(report, params)) optimizer.step();
+///   if (sl::libtorch::apply(report, params)) optimizer.step();
 template <class T, std::size_t N>
 [[nodiscard]] bool apply(const step_report<T, N>& report, at::TensorList params) {
   if (report.skipped || report.non_finite) return false;
   const double scale = static_cast<double>(report.scale);
-  TORCH_CHECK(std::isfinite(scale) && scale > 0.0, "steadyloss::torch::apply: report.scale must be finite and > 0 "
+  TORCH_CHECK(std::isfinite(scale) && scale > 0.0, "steadyloss::libtorch::apply: report.scale must be finite and > 0 "
               "on a step that is not skipped, got ", scale);
   if (scale == 1.0) return true;
-  std::vector<at::Tensor> grads = detail::defined_grads(params, "steadyloss::torch::apply");
+  std::vector<at::Tensor> grads = detail::defined_grads(params, "steadyloss::libtorch::apply");
   if (grads.empty()) return true;
   const at::NoGradGuard no_grad;
   at::_foreach_mul_(grads, scale);
@@ -164,7 +164,7 @@ class best_weights {
   /// improvement.
   explicit best_weights(std::vector<at::Tensor> tensors) : live_(std::move(tensors)) {
     for (std::size_t i = 0; i < live_.size(); ++i)
-      TORCH_CHECK(live_[i].defined(), "steadyloss::torch::best_weights: tensor ", i, " is an undefined tensor");
+      TORCH_CHECK(live_[i].defined(), "steadyloss::libtorch::best_weights: tensor ", i, " is an undefined tensor");
   }
   /// Keeps a torch::nn::Module's parameters and buffers (BatchNorm's running statistics), all
   /// submodules included. Make it after the module is built; moving the module (to(device))
@@ -234,7 +234,7 @@ class best_weights {
 
   void check_shapes(const char* what) const {
     for (std::size_t i = 0; i < live_.size(); ++i)
-      TORCH_CHECK(live_[i].sizes() == kept_[i].sizes(), "steadyloss::torch::best_weights::", what, ": tensor ", i,
+      TORCH_CHECK(live_[i].sizes() == kept_[i].sizes(), "steadyloss::libtorch::best_weights::", what, ": tensor ", i,
                   " has shape ", live_[i].sizes(), " but its kept copy has ", kept_[i].sizes(),
                   "; the model changed shape after the first copy");
   }
@@ -257,5 +257,5 @@ composed_loss<Terms...> frozen_copy(const composed_loss<Terms...>& loss) {
   return copy;
 }
 
-}  // namespace torch
+}  // namespace libtorch
 }  // namespace steadyloss

@@ -4,7 +4,7 @@
 #include <concepts>
 #include <cstddef>
 
-#include "distributed/reduction.hpp"
+#include "stability/reducer.hpp"
 
 namespace steadyloss {
 template <class T, class Enable>

@@ -1,27 +1,5 @@
 #pragma once
-// The reduction hook through which a Stabilizer makes every rank see the same step inputs.
-// A Reducer sums a few doubles in place across all ranks (an all-reduce) and knows how many
-// ranks there are. Every rank must call sum() with the same count, in the same order, and the
-// reduction must give every rank bit-identical results (MPI_Allreduce and NCCL/c10d all-reduce
-// do for a fixed communicator and count), so that every rank then takes identical decisions.
+// The Reducer concept and local_reducer live in stability/reducer.hpp (every Stabilizer needs
+// them); this header stays for the multi-rank adapters (mpi.hpp, c10d.hpp) and existing includes.
 
-#include <concepts>
-#include <span>
-
-namespace steadyloss {
-
-template <class R>
-concept Reducer = requires(R& reducer, std::span<double> values) {
-  reducer.sum(values);
-  { reducer.size() } -> std::convertible_to<int>;
-};
-
-/// The single-process reducer: nothing to do. A Stabilizer with it skips globalization entirely.
-struct local_reducer {
-  void sum(std::span<double>) noexcept {}
-  int size() const noexcept { return 1; }
-};
-
-static_assert(Reducer<local_reducer>);
-
-}  // namespace steadyloss
+#include "../stability/reducer.hpp"

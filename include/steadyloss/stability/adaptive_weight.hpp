@@ -28,7 +28,7 @@
 #include <string_view>
 
 #include "../core/errors.hpp"
-#include "../loss/compose.hpp"
+#include "../core/result.hpp"
 #include "state_io.hpp"
 #include "step.hpp"
 

@@ -28,8 +28,10 @@
 #include <utility>
 
 #include "../core/errors.hpp"
-#include "../distributed/reduction.hpp"
-#include "../loss/compose.hpp"
+#include "../core/reduction.hpp"
+#include "../core/result.hpp"
+#include "../core/term.hpp"
+#include "reducer.hpp"
 #include "state_io.hpp"
 #include "step.hpp"
 

@@ -62,7 +62,7 @@
 #include <utility>
 
 #include "../core/errors.hpp"
-#include "../distributed/reduction.hpp"
+#include "reducer.hpp"
 #include "early_stopper.hpp"
 #include "ema_smoother.hpp"
 #include "state_io.hpp"

@@ -19,6 +19,7 @@
 #include "../core/evaluate.hpp"
 #include "../core/inputs.hpp"
 #include "../core/reduction.hpp"
+#include "../core/result.hpp"
 #include "../core/term.hpp"
 
 namespace steadyloss {
@@ -41,15 +42,6 @@ auto term(Term loss_term, std::type_identity_t<typename Term::value_type> weight
   return weighted_term<Term>{loss_term, weight, reduction};
 }
 
-/// What one evaluation of an N-term loss returns.
-template <class T, std::size_t N>
-struct composed_result {
-  std::array<T, N> values{};        ///< each term's reduced value, unweighted
-  std::array<T, N> weights{};       ///< the weight each term was evaluated with
-  std::array<double, N> denominators{};  ///< each term's count (see term_result)
-  T total{};                        ///< sum of weights[i] * values[i]
-};
-
 namespace detail {
 template <class T>
 struct as_weighted_term {
@@ -59,11 +51,6 @@ template <class Term>
 struct as_weighted_term<weighted_term<Term>> {
   using type = weighted_term<Term>;
 };
-/// Keyed on the type, not on a member: a user's term may well have a member named `reduction`.
-template <class T>
-inline constexpr bool is_weighted_term = false;
-template <class Term>
-inline constexpr bool is_weighted_term<weighted_term<Term>> = true;
 template <class T>
 inline constexpr bool is_grad_outputs = false;
 template <class T, std::size_t N>
@@ -116,14 +103,13 @@ class composed_loss {
 
   /// evaluate(inputs_0, ..., inputs_{N-1}, grads(g_0, ..., g_{N-1})): values and gradients.
   /// evaluate(inputs_0, ..., inputs_{N-1}): values only.
-  /// (Isa, here and below: never given; cpu_isa.hpp says why it is there.)
-  template <class... Args, class Isa = detail::isa_tag>
+  template <class... Args>
   composed_result<value_type, size> evaluate(const Args&... args) const {
     return evaluate_on(detail::serial_executor{}, args...);
   }
 
   /// The same, with the fused passes run by `executor` (e.g. a sl::parallel_executor).
-  template <class Executor, class... Args, class Isa = detail::isa_tag>
+  template <class Executor, class... Args>
   composed_result<value_type, size> evaluate_on(const Executor& executor, const Args&... args) const {
     constexpr bool with_grads = sizeof...(Args) == size + 1;
     static_assert(sizeof...(Args) == size || with_grads,
@@ -137,16 +123,14 @@ class composed_loss {
       if constexpr (detail::is_grad_outputs<Grads>) {
         static_assert(std::tuple_size_v<decltype(Grads::views)> == size,
                       "steadyloss::composed_loss::evaluate: sl::grads(...) needs one gradient per term");
-        if constexpr (detail::check_gradient_value_type<value_type, Grads>()) {
-          const auto& outputs = std::get<size>(arguments).views;
-          return run<Isa>(executor, arguments, [&](std::size_t index) {
-            return std::optional<mutable_tensor_view<value_type>>(outputs[index]);
-          });
-        }
+        const auto& outputs = std::get<size>(arguments).views;
+        return run(executor, arguments, [&](std::size_t index) {
+          return std::optional<mutable_tensor_view<value_type>>(outputs[index]);
+        });
       }
     } else {
-      return run<Isa>(executor, arguments,
-                      [](std::size_t) { return std::optional<mutable_tensor_view<value_type>>(); });
+      return run(executor, arguments,
+                 [](std::size_t) { return std::optional<mutable_tensor_view<value_type>>(); });
     }
   }
 
@@ -187,7 +171,7 @@ class composed_loss {
  private:
   // Every term is checked (parameters, sizes, masks, lengths, and each gradient against every
   // other gradient and every term's inputs) before the first term writes anything.
-  template <class Isa, class Executor, class Arguments, class GradFor>
+  template <class Executor, class Arguments, class GradFor>
   composed_result<value_type, size> run(const Executor& executor, const Arguments& arguments,
                                         GradFor grad_for) const {
     composed_result<value_type, size> result;
@@ -226,7 +210,7 @@ class composed_loss {
          const auto& entry = std::get<I>(terms_);
          const auto grad = grad_for(I);
          const term_result<value_type> r =
-             detail::execute_term<Isa>(entry.term, std::get<I>(arguments), plans[I],
+             detail::execute_term(entry.term, std::get<I>(arguments), plans[I],
                                   grad ? grad->data : nullptr, executor);
          result.values[I] = r.value;
          result.denominators[I] = r.denominator;
@@ -270,7 +254,7 @@ template <class... Parts>
 auto compose(Parts... parts) {
   return composed_loss<typename detail::as_weighted_term<Parts>::type::term_type...>{
       [](auto part) {
-        if constexpr (detail::is_weighted_term<decltype(part)>) return part;
+        if constexpr (requires { part.reduction; }) return part;
         else return term(part);
       }(parts)...};
 }

@@ -39,8 +39,11 @@
 // every compiler; and what it adds, tagging a function whose return type is tagged, the namespace
 // gives the templates concerned already: a function template's symbol spells its return type, so
 // every executor's `run` returning detail::pass_sum (parallel_executor's too) is told apart. The
-// inline templates above those (run_term for another executor, sl::value, a loss's evaluate) keep
-// one symbol each either way; compiled inline, as at -O2, they call their own file's kernels.
+// templates above those (sl::value, sl::evaluate, detail::run_term and execute_term, a composed
+// loss's evaluate and evaluate_on, parallel_executor's value and evaluate) return no such type:
+// each takes a last template parameter `class Isa = detail::isa_tag`, defaulted to the type below,
+// so its symbol spells the namespace too. Without it, where they are not inlined (-O0) the linker
+// kept one file's copy, which called that file's kernels from every file.
 // The features listed are those gcc's vectorizer uses in these loops; a finer flag difference
 // (-mssse3 alone, -mf16c) is not told apart.
 #if defined(__x86_64__) || defined(_M_X64)
@@ -106,6 +109,9 @@ namespace detail {
 inline namespace STEADYLOSS_ISA_NAMESPACE {
 /// This translation unit's namespace, e.g. "isa_x86_64" (tests and diagnostics compare them).
 inline constexpr std::string_view isa_namespace_name = STEADYLOSS_ISA_STRING(STEADYLOSS_ISA_NAMESPACE);
+/// Spells the namespace into the symbols of the entry points above the kernels (their defaulted
+/// last template parameter); never passed explicitly.
+struct isa_tag {};
 }  // inline namespace STEADYLOSS_ISA_NAMESPACE
 }  // namespace detail
 

@@ -47,18 +47,20 @@ class parallel_executor {
 
   unsigned threads() const { return static_cast<unsigned>(workers_.size()) + 1; }
 
-  template <class Term, class Inputs, class Grad>
+  // (Isa: cpu_isa.hpp says why it is there.)
+  template <class Term, class Inputs, class Grad, class Isa = detail::isa_tag>
   auto evaluate(const Term& term, const Inputs& in, Grad&& grad, Reduction reduction = Reduction::mean) const {
     if constexpr (detail::check_term_and_inputs<Term, Inputs>()) {
       const auto out = grads(static_cast<Grad&&>(grad));
-      return detail::run_term(term, in, out.views[0], reduction, typename Term::value_type(1), *this);
+      if constexpr (detail::check_gradient_value_type<typename Term::value_type, std::remove_cvref_t<decltype(out)>>())
+        return detail::run_term<Isa>(term, in, out.views[0], reduction, typename Term::value_type(1), *this);
     }
   }
 
-  template <class Term, class Inputs>
+  template <class Term, class Inputs, class Isa = detail::isa_tag>
   auto value(const Term& term, const Inputs& in, Reduction reduction = Reduction::mean) const {
     if constexpr (detail::check_term_and_inputs<Term, Inputs>()) {
-      return detail::run_term(term, in, std::nullopt, reduction, typename Term::value_type(1), *this);
+      return detail::run_term<Isa>(term, in, std::nullopt, reduction, typename Term::value_type(1), *this);
     }
   }
 

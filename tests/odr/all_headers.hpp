@@ -4,11 +4,13 @@
 // function or variable fails that link. test_public_headers.cpp checks this list against
 // include/steadyloss on disk, so a new header cannot be left out.
 // Not here: the LibTorch, MPI and CUDA headers (their dependencies are absent from this build).
+#include <steadyloss/core/checks.hpp>
 #include <steadyloss/core/config.hpp>
 #include <steadyloss/core/errors.hpp>
 #include <steadyloss/core/evaluate.hpp>
 #include <steadyloss/core/inputs.hpp>
 #include <steadyloss/core/reduction.hpp>
+#include <steadyloss/core/result.hpp>
 #include <steadyloss/core/tensor_traits.hpp>
 #include <steadyloss/core/term.hpp>
 #include <steadyloss/cpu_isa.hpp>
@@ -31,6 +33,7 @@
 #include <steadyloss/stability/ema_smoother.hpp>
 #include <steadyloss/stability/error_scale.hpp>
 #include <steadyloss/stability/metrics.hpp>
+#include <steadyloss/stability/reducer.hpp>
 #include <steadyloss/stability/spike_dampener.hpp>
 #include <steadyloss/stability/stability.hpp>
 #include <steadyloss/stability/stabilizer.hpp>

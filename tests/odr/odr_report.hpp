@@ -23,6 +23,17 @@ struct huber_result {
   double fused_pass_sum;   // detail::fused_pass<true, false>(...).value, the plain sum
 };
 
+// The entry points above the kernels, as this file's code calls them: sl::value and a composed
+// loss's evaluate. Both files are built with -O0, so these are real calls to weak symbols: each
+// file must have its own (their template parameter Isa = detail::isa_tag spells the ISA
+// namespace); one shared copy would run one file's kernels from both.
+struct entry_points {
+  std::uintptr_t value_address;              // &sl::value<Huber<float>, inputs>
+  std::uintptr_t composed_evaluate_address;  // &composed_loss<Huber<float>, L1<float>>::evaluate<...>
+  double value;                              // sl::value(Huber<float>{.delta = delta}, ...).value
+  double composed_total;                     // compose(Huber{delta}, L1)'s evaluate(...).total
+};
+
 // Each runs under sl::scoped_cpu_isa_limit(cap). The avx2-flags ones run AVX2 instructions
 // anywhere in them: call them only on a CPU with AVX2 and FMA.
 tu_report report_default_flags(steadyloss::cpu_isa cap);
@@ -32,5 +43,10 @@ huber_result huber_default_flags(const float* pred, const float* target, std::si
                                  float* grad_evaluate, float* grad_pass, steadyloss::cpu_isa cap);
 huber_result huber_avx2_flags(const float* pred, const float* target, std::size_t n, float delta,
                               float* grad_evaluate, float* grad_pass, steadyloss::cpu_isa cap);
+// grad_huber and grad_l1 receive n gradients each (the composed loss's).
+entry_points entry_points_default_flags(const float* pred, const float* target, std::size_t n, float delta,
+                                        float* grad_huber, float* grad_l1, steadyloss::cpu_isa cap);
+entry_points entry_points_avx2_flags(const float* pred, const float* target, std::size_t n, float delta,
+                                     float* grad_huber, float* grad_l1, steadyloss::cpu_isa cap);
 
 }  // namespace odr_test

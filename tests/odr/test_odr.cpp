@@ -49,7 +49,49 @@ void check_huber(const char* file, odr_test::huber_result (*run)(const float*, c
   CHECK(bad == 0);
 }
 
+using entry_points_function = odr_test::entry_points (*)(const float*, const float*, std::size_t, float, float*,
+                                                          float*, sl::cpu_isa);
+
+odr_test::entry_points check_entry_points(const char* file, entry_points_function run) {
+  const std::size_t n = 4099;
+  const float delta = 1.5f;
+  const auto pred = reference::uniform<float>(n, -8.0f, 8.0f, 43);
+  const auto target = reference::uniform<float>(n, -3.0f, 3.0f, 44);
+  reference::real huber_sum = 0, l1_sum = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    huber_sum += reference::huber(pred[i], target[i], delta);
+    l1_sum += std::fabs(reference::real(pred[i]) - reference::real(target[i]));
+  }
+  std::vector<float> grad_huber(n), grad_l1(n);
+  const auto result = run(pred.data(), target.data(), n, delta, grad_huber.data(), grad_l1.data(),
+                          sl::cpu_isa::baseline);
+  INFO(file << " file");
+  const double tolerance = 20 * reference::tolerance<float>();
+  CHECK(result.value == Approx(double(huber_sum / n)).epsilon(tolerance));
+  CHECK(result.composed_total == Approx(double((huber_sum + l1_sum) / n)).epsilon(tolerance));
+  CHECK(result.value_address != 0);
+  CHECK(result.composed_evaluate_address != 0);
+  return result;
+}
+
 }  // namespace
+
+TEST_CASE("Files built at -O0 with different flags each call their own sl::value and evaluate", "[odr][isa]") {
+  const auto default_file = check_entry_points("default-flags", &odr_test::entry_points_default_flags);
+  if (!cpu_runs_avx2_file()) {
+    WARN("this CPU lacks AVX2 or FMA: the -mavx2 -mfma file is not run");
+    return;
+  }
+  const auto avx2_file = check_entry_points("-mavx2 -mfma", &odr_test::entry_points_avx2_flags);
+  if (sl::build_cpu_isa >= sl::cpu_isa::avx2) {
+    WARN("the build's own flags give AVX2 and FMA already: both files have the same flags");
+    return;
+  }
+  // One shared copy (the linker's pick of two weak definitions of one symbol) would have one
+  // address, and run one file's kernels from both.
+  CHECK(avx2_file.value_address != default_file.value_address);
+  CHECK(avx2_file.composed_evaluate_address != default_file.composed_evaluate_address);
+}
 
 TEST_CASE("Files built with different -march flags keep their own fused pass", "[odr][isa]") {
   const auto default_file = odr_test::report_default_flags(sl::cpu_isa::baseline);

@@ -50,6 +50,16 @@ STEADYLOSS_HOST_DEVICE inline value_grad<typename Term::value_type> value_and_gr
   }
 }
 
+/// Whether an executor counts targets outside the term's [target_min, target_max] (every
+/// executor does, CPU and CUDA, with the same test).
+template <class Term>
+inline constexpr bool checks_target_domain = BoundedTargetTerm<Term>;
+
+template <class Term, class T>
+STEADYLOSS_HOST_DEVICE constexpr bool target_in_domain(T target) noexcept {
+  return (target >= Term::target_min) & (target <= Term::target_max);  // false for NaN
+}
+
 template <class Term>
 void validate(const Term& term) {
   if constexpr (requires { term.validate(); }) term.validate();

@@ -35,14 +35,6 @@ struct pass_sum {
 };
 }  // inline namespace STEADYLOSS_ISA_NAMESPACE
 
-template <class Term>
-inline constexpr bool checks_target_domain = BoundedTargetTerm<Term>;
-
-template <class Term, class T>
-STEADYLOSS_HOST_DEVICE constexpr bool target_in_domain(T target) noexcept {
-  return (target >= Term::target_min) & (target <= Term::target_max);  // false for NaN
-}
-
 inline namespace STEADYLOSS_ISA_NAMESPACE {
 
 // The row loop, written once and compiled into each ISA variant below. The term comes by value: a

@@ -51,6 +51,11 @@ template <class Term>
 struct as_weighted_term<weighted_term<Term>> {
   using type = weighted_term<Term>;
 };
+/// Keyed on the type, not on a member: a user's term may well have a member named `reduction`.
+template <class T>
+inline constexpr bool is_weighted_term = false;
+template <class Term>
+inline constexpr bool is_weighted_term<weighted_term<Term>> = true;
 template <class T>
 inline constexpr bool is_grad_outputs = false;
 template <class T, std::size_t N>
@@ -103,13 +108,14 @@ class composed_loss {
 
   /// evaluate(inputs_0, ..., inputs_{N-1}, grads(g_0, ..., g_{N-1})): values and gradients.
   /// evaluate(inputs_0, ..., inputs_{N-1}): values only.
-  template <class... Args>
+  /// (Isa, here and below: never given; cpu_isa.hpp says why it is there.)
+  template <class... Args, class Isa = detail::isa_tag>
   composed_result<value_type, size> evaluate(const Args&... args) const {
     return evaluate_on(detail::serial_executor{}, args...);
   }
 
   /// The same, with the fused passes run by `executor` (e.g. a sl::parallel_executor).
-  template <class Executor, class... Args>
+  template <class Executor, class... Args, class Isa = detail::isa_tag>
   composed_result<value_type, size> evaluate_on(const Executor& executor, const Args&... args) const {
     constexpr bool with_grads = sizeof...(Args) == size + 1;
     static_assert(sizeof...(Args) == size || with_grads,
@@ -123,14 +129,16 @@ class composed_loss {
       if constexpr (detail::is_grad_outputs<Grads>) {
         static_assert(std::tuple_size_v<decltype(Grads::views)> == size,
                       "steadyloss::composed_loss::evaluate: sl::grads(...) needs one gradient per term");
-        const auto& outputs = std::get<size>(arguments).views;
-        return run(executor, arguments, [&](std::size_t index) {
-          return std::optional<mutable_tensor_view<value_type>>(outputs[index]);
-        });
+        if constexpr (detail::check_gradient_value_type<value_type, Grads>()) {
+          const auto& outputs = std::get<size>(arguments).views;
+          return run<Isa>(executor, arguments, [&](std::size_t index) {
+            return std::optional<mutable_tensor_view<value_type>>(outputs[index]);
+          });
+        }
       }
     } else {
-      return run(executor, arguments,
-                 [](std::size_t) { return std::optional<mutable_tensor_view<value_type>>(); });
+      return run<Isa>(executor, arguments,
+                      [](std::size_t) { return std::optional<mutable_tensor_view<value_type>>(); });
     }
   }
 
@@ -171,7 +179,7 @@ class composed_loss {
  private:
   // Every term is checked (parameters, sizes, masks, lengths, and each gradient against every
   // other gradient and every term's inputs) before the first term writes anything.
-  template <class Executor, class Arguments, class GradFor>
+  template <class Isa, class Executor, class Arguments, class GradFor>
   composed_result<value_type, size> run(const Executor& executor, const Arguments& arguments,
                                         GradFor grad_for) const {
     composed_result<value_type, size> result;
@@ -210,7 +218,7 @@ class composed_loss {
          const auto& entry = std::get<I>(terms_);
          const auto grad = grad_for(I);
          const term_result<value_type> r =
-             detail::execute_term(entry.term, std::get<I>(arguments), plans[I],
+             detail::execute_term<Isa>(entry.term, std::get<I>(arguments), plans[I],
                                   grad ? grad->data : nullptr, executor);
          result.values[I] = r.value;
          result.denominators[I] = r.denominator;
@@ -254,7 +262,7 @@ template <class... Parts>
 auto compose(Parts... parts) {
   return composed_loss<typename detail::as_weighted_term<Parts>::type::term_type...>{
       [](auto part) {
-        if constexpr (requires { part.reduction; }) return part;
+        if constexpr (detail::is_weighted_term<decltype(part)>) return part;
         else return term(part);
       }(parts)...};
 }

@@ -22,8 +22,8 @@
 #include <string>
 #include <string_view>
 
+#include "../../core/checks.hpp"
 #include "../../core/errors.hpp"
-#include "../../core/evaluate.hpp"
 #include "../../core/reduction.hpp"
 
 namespace steadyloss::cuda {

@@ -50,13 +50,12 @@
 #include <string_view>
 #include <type_traits>
 
+#include "../../core/checks.hpp"
 #include "../../core/config.hpp"
 #include "../../core/errors.hpp"
-#include "../../core/evaluate.hpp"
 #include "../../core/inputs.hpp"
 #include "../../core/reduction.hpp"
 #include "../../core/term.hpp"
-#include "../../detail/cpu_pass.hpp"
 #include "executor.hpp"
 
 namespace steadyloss::cuda {

@@ -28,6 +28,10 @@ class composed_loss;
 template <class T, std::size_t N>
 struct composed_result;
 enum class Reduction;
+template <std::size_t N>
+struct step_context;
+template <class T, std::size_t N>
+struct step_report;
 template <class T>
 class EmaSmoother;
 template <class T, class Detector>

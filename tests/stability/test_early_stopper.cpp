@@ -444,7 +444,7 @@ TEST_CASE("EarlyStopper state: every state a run writes loads and resumes identi
     return static_cast<double>(seed >> 11) * 0x1.0p-53;
   };
   auto step_once = [&](auto& stopper, double u, double x) {
-    sl::detail::step_context<0> ctx;
+    sl::step_context<0> ctx;
     if (u < 0.1) {
       ctx.skipped = true;
       ctx.finite = u < 0.07;

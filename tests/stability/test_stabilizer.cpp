@@ -341,7 +341,7 @@ struct twin_reducer {
 struct peer_non_finite_reducer {
   void sum(std::span<double> values) {
     values[0] += 1;  // the non-finite flag
-    for (std::size_t i = 3; i < values.size(); i += 2) values[i] *= 2;  // the peer's counts
+    for (std::size_t i = 4; i < values.size(); i += 2) values[i] *= 2;  // the peer's counts
   }
   int size() const { return 2; }
 };

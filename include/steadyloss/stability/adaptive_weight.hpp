@@ -106,7 +106,7 @@ class AdaptiveWeight {
   const config& settings() const { return config_; }
 
   template <std::size_t M>
-  void on_step(detail::step_context<M>& ctx) {
+  void on_step(step_context<M>& ctx) {
     static_assert(M == N, "steadyloss::Stabilizer: AdaptiveWeight<N> needs N per-term values");
     if (!ctx.skipped && ctx.scale == 1.0 && ctx.finite) observe(ctx.values, ctx.weights);
   }

@@ -164,7 +164,7 @@ class EarlyStopper {
   const config& settings() const { return config_; }
 
   template <std::size_t N>
-  void on_step(detail::step_context<N>& ctx) {
+  void on_step(step_context<N>& ctx) {
     if (ctx.skipped) {
       const long long step = step_++;
       improved_ = false;

@@ -43,7 +43,7 @@ class EmaSmoother {
   const config& settings() const { return config_; }
 
   template <std::size_t N>
-  void on_step(detail::step_context<N>& ctx) {
+  void on_step(step_context<N>& ctx) {
     if (ctx.skipped) {
       ctx.smoothed = steps_ > 0 ? current() : ctx.effective;
     } else {

@@ -74,7 +74,7 @@ class ErrorScale {
   const config& settings() const { return config_; }
 
   template <std::size_t M>
-  void on_step(detail::step_context<M>& ctx) {
+  void on_step(step_context<M>& ctx) {
     static_assert(M == N, "steadyloss::Stabilizer: ErrorScale<N> needs N per-term values");
     if (ctx.has_terms && !ctx.skipped && ctx.scale == 1.0 && ctx.finite) observe(ctx.values);
   }

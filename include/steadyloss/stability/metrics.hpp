@@ -72,7 +72,7 @@ class StabilityMetrics {
   }
 
   template <std::size_t N>
-  void on_step(detail::step_context<N>& ctx) {
+  void on_step(step_context<N>& ctx) {
     observe(ctx.effective, ctx.grad_norm, !ctx.skipped);
   }
   template <class Report>

@@ -75,7 +75,7 @@ class SpikeDampener {
   const config& settings() const { return config_; }
 
   template <std::size_t N>
-  void on_step(detail::step_context<N>& ctx) {
+  void on_step(step_context<N>& ctx) {
     if (ctx.skipped) return;  // an earlier policy already dropped this step
     const auto d = decide(ctx.effective, ctx.grad_norm, ctx.finite);
     ctx.scale *= d.scale;

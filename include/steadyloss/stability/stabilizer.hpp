@@ -37,17 +37,49 @@
 
 namespace steadyloss {
 
-template <class P>
-concept StepPolicy = requires(P& p, const P& cp, detail::step_context<0>& ctx, state_writer& w, state_reader& r) {
-  typename P::value_type;
-  typename P::kind;
-  typename P::depends_on;
-  { P::name } -> std::convertible_to<std::string_view>;
-  cp.save(w);
-  p.load(r);
-};
+/// A step policy: anything with on_step(step_context<N>&), N the number of loss terms (write it
+/// as a template over N to fit any pipeline). Everything else is optional and detected:
+///   using value_type = float or double;   absent: fits any (the Stabilizer's comes from the others)
+///   using kind = ...;                     absent: the policy's own type (what depends_on names)
+///   using depends_on = type_list<...>;    absent: none; each kind must be listed before the policy
+///   save(state_writer&) const, load(state_reader&)   absent: stateless, saves nothing
+///   fill(step_report&) const, check_step(state_reader&, long long) const
+/// docs/extending.md has a complete example.
+template <class P, std::size_t N = 0>
+concept StepPolicy = requires(P& p, step_context<N>& ctx) { p.on_step(ctx); };
 
 namespace detail {
+template <class P>
+struct policy_kind_of {
+  using type = P;
+};
+template <class P>
+  requires requires { typename P::kind; }
+struct policy_kind_of<P> {
+  using type = typename P::kind;
+};
+template <class P>
+using policy_kind_t = typename policy_kind_of<P>::type;
+
+template <class P>
+struct policy_depends_on {
+  using type = type_list<>;
+};
+template <class P>
+  requires requires { typename P::depends_on; }
+struct policy_depends_on<P> {
+  using type = typename P::depends_on;
+};
+template <class P>
+using policy_depends_on_t = typename policy_depends_on<P>::type;
+
+template <class P>
+concept has_value_type = requires { typename P::value_type; };
+template <class P>
+concept saves_state = requires(const P& p, state_writer& out) { p.save(out); };
+template <class P>
+concept loads_state = requires(P& p, state_reader& in) { p.load(in); };
+
 template <class Kind, class List>
 inline constexpr bool list_has = false;
 template <class Kind, class... Kinds>
@@ -62,18 +94,38 @@ inline constexpr std::size_t policy_terms<P> = P::terms;
 template <class... Policies>
 struct policy_pack {
   template <class Kind>
-  static constexpr std::size_t count = (std::size_t{0} + ... + std::is_same_v<typename Policies::kind, Kind>);
+  static constexpr std::size_t count = (std::size_t{0} + ... + std::is_same_v<policy_kind_t<Policies>, Kind>);
+  template <class Policy>
+  static constexpr std::size_t count_type = (std::size_t{0} + ... + std::is_same_v<Policies, Policy>);
 
+  /// Is a policy of kind Kind listed before position `before`?
+  template <class Kind>
+  static constexpr bool listed_before(std::size_t before) {
+    constexpr bool kinds[] = {std::is_same_v<policy_kind_t<Policies>, Kind>..., false};
+    for (std::size_t i = 0; i < before; ++i)
+      if (kinds[i]) return true;
+    return false;
+  }
+  template <std::size_t I, class List>
+  struct met_at;
+  template <std::size_t I, class... Kinds>
+  struct met_at<I, type_list<Kinds...>> {
+    static constexpr bool value = (listed_before<Kinds>(I) && ...);
+  };
+
+  /// Every policy that depends on Kind has a policy of that kind listed before it.
   template <class Kind>
   static constexpr bool dependency_met() {
-    constexpr bool kinds[] = {std::is_same_v<typename Policies::kind, Kind>..., false};
-    constexpr bool needs[] = {list_has<Kind, typename Policies::depends_on>..., false};
-    bool seen = false;
-    for (std::size_t i = 0; i < sizeof...(Policies); ++i) {
-      if (needs[i] && !seen) return false;
-      seen = seen || kinds[i];
-    }
+    constexpr bool needs[] = {list_has<Kind, policy_depends_on_t<Policies>>..., false};
+    for (std::size_t i = 0; i < sizeof...(Policies); ++i)
+      if (needs[i] && !listed_before<Kind>(i)) return false;
     return true;
+  }
+  /// Every kind named in any depends_on list, built-in or a user's, is listed before its dependent.
+  static constexpr bool dependencies_met() {
+    return []<std::size_t... I>(std::index_sequence<I...>) {
+      return (met_at<I, policy_depends_on_t<Policies>>::value && ...);
+    }(std::index_sequence_for<Policies...>{});
   }
 
   // The number of loss terms the term-aware policies (AdaptiveWeight<N>, ErrorScale<N>) agree on;
@@ -82,22 +134,28 @@ struct policy_pack {
   static constexpr bool terms_agree = ((policy_terms<Policies> == 0 || policy_terms<Policies> == terms) && ...);
 };
 
+/// The first value_type a policy names (float when none does).
 template <class... Policies>
 struct first_value_type {
   using type = float;
 };
 template <class First, class... Rest>
 struct first_value_type<First, Rest...> {
+  using type = typename first_value_type<Rest...>::type;
+};
+template <has_value_type First, class... Rest>
+struct first_value_type<First, Rest...> {
   using type = typename First::value_type;
 };
+
+template <class P, class T>
+inline constexpr bool value_type_fits = true;
+template <has_value_type P, class T>
+inline constexpr bool value_type_fits<P, T> = std::is_same_v<typename P::value_type, T>;
 }  // namespace detail
 
 template <Reducer R, class... Policies>
 class basic_stabilizer {
-  static_assert((StepPolicy<Policies> && ...),
-                "steadyloss::Stabilizer: every policy needs value_type, kind, depends_on, name, save(state_writer&) "
-                "and load(state_reader&); use EmaSmoother, SpikeDampener, AdaptiveWeight, ErrorScale, EarlyStopper, "
-                "StabilityMetrics or a type written like them");
   using pack = detail::policy_pack<Policies...>;
   static_assert(pack::terms_agree,
                 "steadyloss::Stabilizer: AdaptiveWeight<N> and ErrorScale<N> must name the same number of loss terms");
@@ -107,18 +165,25 @@ class basic_stabilizer {
   static constexpr std::size_t terms = pack::terms;
   using report_type = step_report<value_type, terms>;
 
-  static_assert((std::is_same_v<typename Policies::value_type, value_type> && ...),
+  static_assert((StepPolicy<Policies, terms> && ...),
+                "steadyloss::Stabilizer: a policy has no on_step; a step policy needs "
+                "`void on_step(steadyloss::step_context<N>& ctx)` (N = the number of loss terms, 0 without "
+                "AdaptiveWeight<N>/ErrorScale<N>; a template over N fits any pipeline); add one, or list "
+                "EmaSmoother, SpikeDampener, AdaptiveWeight, ErrorScale, EarlyStopper or StabilityMetrics "
+                "(docs/extending.md)");
+  static_assert(((detail::saves_state<Policies> == detail::loads_state<Policies>) && ...),
+                "steadyloss::Stabilizer: a policy has save(state_writer&) const without load(state_reader&) or "
+                "the reverse; give it both (stateful) or neither (stateless)");
+  static_assert((detail::value_type_fits<Policies, value_type> && ...),
                 "steadyloss::Stabilizer: all policies must share one value_type (all float or all double)");
   static_assert(pack::template dependency_met<policy_kind::ema_smoother>(),
                 "steadyloss::Stabilizer: a policy monitors the smoothed loss (depends_on EmaSmoother); list an "
                 "EmaSmoother before it");
   static_assert(pack::template dependency_met<policy_kind::spike_dampener>(),
                 "steadyloss::Stabilizer: a policy depends_on SpikeDampener; list a SpikeDampener before it");
-  static_assert(pack::template dependency_met<policy_kind::adaptive_weight>() &&
-                    pack::template dependency_met<policy_kind::early_stopper>() &&
-                    pack::template dependency_met<policy_kind::stability_metrics>() &&
-                    pack::template dependency_met<policy_kind::error_scale>(),
-                "steadyloss::Stabilizer: a policy's depends_on names a policy that is not listed before it");
+  static_assert(pack::dependencies_met(),
+                "steadyloss::Stabilizer: a policy's depends_on names a kind that no policy listed before it has; "
+                "list a policy of that kind (a policy's kind is its `using kind`, or its own type) before it");
   static_assert(pack::template count<policy_kind::ema_smoother> <= 1 &&
                     pack::template count<policy_kind::adaptive_weight> <= 1 &&
                     pack::template count<policy_kind::early_stopper> <= 1 &&
@@ -140,44 +205,19 @@ class basic_stabilizer {
     static_assert(terms == 0 || terms == M,
                   "steadyloss::Stabilizer::update: AdaptiveWeight<N> and the composed loss have different numbers "
                   "of terms");
-    detail::step_context<terms> ctx;
-    if constexpr (std::is_same_v<R, local_reducer>) {
-      ctx.loss = static_cast<double>(result.total);
-      ctx.grad_norm = static_cast<double>(grad_norm);
-      ctx.finite = std::isfinite(result.total) && std::isfinite(grad_norm);
-      for (std::size_t i = 0; i < M; ++i) ctx.finite = ctx.finite && std::isfinite(result.values[i]);
-      if constexpr (terms > 0)
-        for (std::size_t i = 0; i < M; ++i) {
-          ctx.values[i] = static_cast<double>(result.values[i]);
-          ctx.weights[i] = static_cast<double>(result.weights[i]);
-        }
-    } else {
-      std::array<double, 2 + 2 * M> buffer{};
-      bool finite = std::isfinite(result.total) && std::isfinite(grad_norm);
-      for (std::size_t i = 0; i < M; ++i) finite = finite && std::isfinite(result.values[i]);
-      buffer[0] = finite ? 0.0 : 1.0;
-      buffer[1] = finite ? static_cast<double>(grad_norm) : 0.0;
-      for (std::size_t i = 0; i < M; ++i) {
-        buffer[2 + 2 * i] = finite ? static_cast<double>(result.values[i]) * result.denominators[i] : 0.0;
-        buffer[3 + 2 * i] = result.denominators[i];
-      }
-      reducer_.sum(buffer);
-      ctx.finite = buffer[0] == 0.0;
-      ctx.grad_norm = buffer[1] / reducer_.size();
-      double total = 0;
-      for (std::size_t i = 0; i < M; ++i) {
-        const double value = buffer[2 + 2 * i] / buffer[3 + 2 * i];
-        total += static_cast<double>(result.weights[i]) * value;
-        ctx.finite = ctx.finite && std::isfinite(value);
-        if constexpr (terms > 0) {
-          ctx.values[i] = value;
-          ctx.weights[i] = static_cast<double>(result.weights[i]);
-        }
-      }
-      ctx.loss = total;
+    step_inputs<M> in;
+    in.loss = static_cast<double>(result.total);
+    in.grad_norm = static_cast<double>(grad_norm);
+    in.finite = std::isfinite(result.total) && std::isfinite(grad_norm);
+    for (std::size_t i = 0; i < M; ++i) {
+      in.finite = in.finite && std::isfinite(result.values[i]);
+      in.values[i] = static_cast<double>(result.values[i]);
+      in.weights[i] = static_cast<double>(result.weights[i]);
+      in.counts[i] = result.denominators[i];
     }
-    ctx.has_terms = true;
-    return run(ctx);
+    in.weighted_total = true;
+    in.has_terms = true;
+    return run(globalize(in));
   }
 
   /// One step from a total loss and gradient norm (no per-term values: no AdaptiveWeight).
@@ -195,12 +235,27 @@ class basic_stabilizer {
     return update_scalars(total, values, grad_norm);
   }
 
+  /// The policy of type Policy (listed once), or the I-th policy (0-based, any policy).
   template <class Policy>
-  Policy& get() { return std::get<Policy>(policies_); }
+  Policy& get() {
+    check_get<Policy>();
+    return std::get<Policy>(policies_);
+  }
   template <class Policy>
-  const Policy& get() const { return std::get<Policy>(policies_); }
+  const Policy& get() const {
+    check_get<Policy>();
+    return std::get<Policy>(policies_);
+  }
   template <std::size_t I>
-  auto& get() { return std::get<I>(policies_); }
+  auto& get() {
+    static_assert(I < sizeof...(Policies), "steadyloss::Stabilizer::get<I>: I is past the last policy");
+    return std::get<I>(policies_);
+  }
+  template <std::size_t I>
+  const auto& get() const {
+    static_assert(I < sizeof...(Policies), "steadyloss::Stabilizer::get<I>: I is past the last policy");
+    return std::get<I>(policies_);
+  }
 
   long long steps() const { return step_; }
   R& reducer() { return reducer_; }
@@ -211,7 +266,9 @@ class basic_stabilizer {
     out.begin("Stabilizer");
     out.put_int("policies", static_cast<long long>(sizeof...(Policies)));
     out.put_int("step", step_);
-    std::apply([&](const auto&... p) { (p.save(out), ...); }, policies_);
+    std::apply([&](const auto&... p) {
+      ([&] { if constexpr (detail::saves_state<std::remove_cvref_t<decltype(p)>>) p.save(out); }(), ...);
+    }, policies_);
     out.end("Stabilizer");
     return out.finish();
   }
@@ -227,7 +284,9 @@ class basic_stabilizer {
                                   sizeof...(Policies));
     const long long step = in.get_count("step");
     auto staged = policies_;
-    std::apply([&](auto&... p) { (p.load(in), ...); }, staged);
+    std::apply([&](auto&... p) {
+      ([&] { if constexpr (detail::loads_state<std::remove_cvref_t<decltype(p)>>) p.load(in); }(), ...);
+    }, staged);
     // Every policy sees each step at most once: no counter may run ahead of the pipeline's.
     std::apply([&](const auto&... p) {
       ([&] { if constexpr (requires { p.check_step(in, step); }) p.check_step(in, step); }(), ...);
@@ -268,38 +327,84 @@ class basic_stabilizer {
   }
 
  private:
-  report_type update_scalars(value_type total, std::span<const value_type> values, value_type grad_norm) {
-    detail::step_context<terms> ctx;
-    const std::size_t n = values.size();
-    bool finite = std::isfinite(total) && std::isfinite(grad_norm);
-    for (std::size_t i = 0; i < n; ++i) finite = finite && std::isfinite(values[i]);
-    if constexpr (std::is_same_v<R, local_reducer>) {
-      ctx.loss = static_cast<double>(total);
-      ctx.grad_norm = static_cast<double>(grad_norm);
-      ctx.finite = finite;
-      if constexpr (terms > 0)
-        for (std::size_t i = 0; i < terms; ++i) ctx.values[i] = static_cast<double>(values[i]);
-    } else {
-      std::array<double, 3 + terms> buffer{};
-      buffer[0] = finite ? 0.0 : 1.0;
-      buffer[1] = finite ? static_cast<double>(grad_norm) : 0.0;
-      buffer[2] = finite ? static_cast<double>(total) : 0.0;
-      if constexpr (terms > 0)
-        for (std::size_t i = 0; i < terms; ++i) buffer[3 + i] = finite ? static_cast<double>(values[i]) : 0.0;
-      reducer_.sum(buffer);
-      const double ranks = reducer_.size();
-      ctx.finite = buffer[0] == 0.0;
-      ctx.grad_norm = buffer[1] / ranks;
-      ctx.loss = buffer[2] / ranks;
-      if constexpr (terms > 0)
-        for (std::size_t i = 0; i < terms; ++i) ctx.values[i] = buffer[3 + i] / ranks;
-    }
-    ctx.weights.fill(1.0);
-    ctx.has_terms = n > 0;
-    return run(ctx);
+  template <class Policy>
+  static constexpr void check_get() {
+    static_assert(pack::template count_type<Policy> > 0,
+                  "steadyloss::Stabilizer::get<Policy>: no policy of this type is listed");
+    static_assert(pack::template count_type<Policy> < 2,
+                  "steadyloss::Stabilizer::get<Policy>: this policy type is listed twice: use get<I>, its "
+                  "0-based position");
   }
 
-  report_type run(detail::step_context<terms>& ctx) {
+  /// One rank's step inputs, before globalization.
+  template <std::size_t M>
+  struct step_inputs {
+    double loss = 0, grad_norm = 0;
+    std::array<double, M> values{}, weights{}, counts{};
+    bool finite = true;
+    bool has_terms = false;
+    bool weighted_total = false;  ///< loss = sum of weights[i] * values[i] (a composed loss's total)
+  };
+
+  report_type update_scalars(value_type total, std::span<const value_type> values, value_type grad_norm) {
+    step_inputs<terms> in;
+    in.loss = static_cast<double>(total);
+    in.grad_norm = static_cast<double>(grad_norm);
+    in.finite = std::isfinite(total) && std::isfinite(grad_norm);
+    for (std::size_t i = 0; i < values.size(); ++i) in.finite = in.finite && std::isfinite(values[i]);
+    if constexpr (terms > 0)
+      for (std::size_t i = 0; i < terms; ++i) in.values[i] = static_cast<double>(values[i]);
+    in.weights.fill(1.0);
+    in.counts.fill(1.0);  // plain scalars: each rank counts once
+    in.has_terms = !values.empty();
+    return run(globalize(in));
+  }
+
+  // The one update path, for one rank and many: every rank sends [non-finite flag, gradient norm,
+  // loss, (value_i * count_i, count_i) for each term] through the Reducer's sum, and the step
+  // runs on the global values: count-weighted means, the loss recomputed from them for a composed
+  // loss. With one rank the sum changes nothing (local_reducer's is a no-op), and the rank's own
+  // values are its global ones: they are sent with count 1 and kept as they are, even when
+  // non-finite (there is no peer to protect), so that a single process sees exactly the values it
+  // evaluated (no (v * c) / c rounding, no total recomputed in double from float terms).
+  template <std::size_t M>
+  step_context<terms> globalize(const step_inputs<M>& in) {
+    const int ranks = reducer_.size();
+    const bool peers = ranks > 1;
+    // A non-finite contribution is sent as 0: the flag carries it, and peers' sums stay finite.
+    const bool send = in.finite || !peers;
+    std::array<double, 3 + 2 * M> buffer{};
+    buffer[0] = in.finite ? 0.0 : 1.0;
+    buffer[1] = send ? in.grad_norm : 0.0;
+    buffer[2] = send ? in.loss : 0.0;
+    for (std::size_t i = 0; i < M; ++i) {
+      const double count = peers ? in.counts[i] : 1.0;
+      buffer[3 + 2 * i] = send ? in.values[i] * count : 0.0;
+      buffer[4 + 2 * i] = count;
+    }
+    reducer_.sum(buffer);
+
+    step_context<terms> ctx;
+    const double rank_count = ranks;
+    ctx.finite = buffer[0] == 0.0;
+    ctx.grad_norm = buffer[1] / rank_count;
+    ctx.loss = buffer[2] / rank_count;
+    double total = 0;
+    for (std::size_t i = 0; i < M; ++i) {
+      const double value = buffer[3 + 2 * i] / buffer[4 + 2 * i];
+      total += in.weights[i] * value;
+      ctx.finite = ctx.finite && (std::isfinite(value) || !peers);
+      if constexpr (terms > 0) {
+        ctx.values[i] = value;
+        ctx.weights[i] = in.weights[i];
+      }
+    }
+    if (peers && in.weighted_total) ctx.loss = total;
+    ctx.has_terms = in.has_terms;
+    return ctx;
+  }
+
+  report_type run(step_context<terms> ctx) {
     ctx.step = step_;
     ctx.effective = ctx.loss;
     std::apply([&](auto&... p) { (p.on_step(ctx), ...); }, policies_);

@@ -1,6 +1,7 @@
 #pragma once
-// What flows through a Stabilizer in one step (step_context, internal) and what it returns
-// (step_report). Policies read and write the context in the order they are listed.
+// What flows through a Stabilizer in one step (step_context: public, user policies read and
+// write it) and what it returns (step_report). Policies read and write the context in the
+// order they are listed.
 
 #include <array>
 #include <cmath>
@@ -68,27 +69,30 @@ struct step_report {
   T progress{};             ///< StabilityMetrics: 1 - window mean / first full window mean, in [0, 1]
 };
 
-namespace detail {
-
-/// The Stabilizer's per-step scratch: inputs (already globalized) and policy outputs.
+/// What flows through a Stabilizer in one step: the step's inputs (already globalized over the
+/// ranks) and what the policies listed so far decided. Each policy's on_step reads and writes
+/// it in the order the policies are listed; the Stabilizer then turns it into the step_report.
+/// N is the number of loss terms (0 without AdaptiveWeight<N> or ErrorScale<N>).
+/// Writing your own policy: docs/extending.md.
 template <std::size_t N>
 struct step_context {
-  long long step = 0;
-  double loss = 0;
-  double grad_norm = 0;
-  std::array<double, N> values{};   ///< per-term values (when has_terms)
+  // Inputs, set by the Stabilizer before the first policy runs.
+  long long step = 0;               ///< 0-based index of this update
+  double loss = 0;                  ///< the (global) total loss
+  double grad_norm = 0;             ///< the (global) gradient norm
+  std::array<double, N> values{};   ///< per-term values (meaningful when has_terms)
   std::array<double, N> weights{};  ///< weights the terms were evaluated with (1 if unknown)
-  bool has_terms = false;
-  bool finite = true;
+  bool has_terms = false;           ///< values holds this step's per-term values
+  bool finite = true;               ///< loss, every term value and grad_norm are finite (on every rank)
 
-  double scale = 1;
-  bool is_spike = false;
-  bool level_shift = false;
-  bool skipped = false;
-  double effective = 0;       ///< the loss the model trains on: loss, or the dampened limit
-  bool has_smoothed = false;
-  double smoothed = 0;
+  // Decisions: neutral until a policy changes them.
+  double scale = 1;                 ///< multiply the gradients by this; 0 = skip the step
+  bool is_spike = false;            ///< a detector flagged this step
+  bool level_shift = false;         ///< a run of spikes became the new reference level
+  bool skipped = false;             ///< scale == 0: the model should not be updated
+  double effective = 0;             ///< the loss the model trains on: loss, or the dampened limit
+  bool has_smoothed = false;        ///< smoothed holds a smoothed value (an EmaSmoother ran)
+  double smoothed = 0;              ///< the smoothed loss (the report shows effective without one)
 };
 
-}  // namespace detail
 }  // namespace steadyloss

@@ -1,8 +1,9 @@
 #pragma once
 // Stabilizer<Policies...>: the step policies composed at compile time. update() globalizes the
-// step's inputs through the Reducer (nothing to do for the default local_reducer), then runs the
-// policies in the order listed, each reading and writing one step context, and returns one
-// step_report. An absent policy costs nothing: its report fields keep their neutral values.
+// step's inputs through the Reducer (a no-op sum for the default, single-process local_reducer),
+// then runs the policies in the order listed, each reading and writing one step context, and
+// returns one step_report. An absent policy costs nothing: its report fields keep their neutral
+// values.
 //
 // Order matters and is the user's: SpikeDampener before EmaSmoother smooths the dampened loss;
 // EmaSmoother before SpikeDampener smooths the raw one. A policy that needs another's output says

@@ -3,7 +3,8 @@
 # this machine lacks. Idempotent; quiet when everything is present. Needs root (or sudo).
 set -euo pipefail
 packages=(g++ clang cmake ninja-build pkg-config meson catch2 libeigen3-dev libxtensor-dev
-          libbenchmark-dev libopenmpi-dev openmpi-bin libtorch-dev libgloo-dev python3 gnuplot-nox)
+          libbenchmark-dev libopenmpi-dev openmpi-bin libtorch-dev libgloo-dev python3 gnuplot-nox
+          libespeak-ng-dev espeak-ng-data fortunes-min)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

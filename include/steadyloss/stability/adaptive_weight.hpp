@@ -26,6 +26,8 @@
 #include <cstddef>
 #include <span>
 #include <string_view>
+#include <tuple>
+#include <type_traits>
 
 #include "../core/errors.hpp"
 #include "../core/result.hpp"
@@ -249,6 +251,9 @@ class AdaptiveWeight {
 template <class Loss, class Report>
   requires requires(const Report& r) { r.weights; }
 void apply_weights(Loss& loss, const Report& report) {
+  static_assert(std::tuple_size_v<std::remove_cvref_t<decltype(report.weights)>> > 0,
+                "steadyloss::apply_weights(loss, report): this report comes from a Stabilizer without AdaptiveWeight "
+                "(it holds no multipliers); use sl::apply(loss, report), which sets whatever the report holds");
   loss.set_multipliers(std::span<const typename Loss::value_type>(report.weights));
 }
 /// Copies AdaptiveWeight's current multipliers into a composed loss (also after a restore).

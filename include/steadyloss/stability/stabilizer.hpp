@@ -450,9 +450,10 @@ basic_stabilizer<R, Policies...> with_reducer(R reducer, Policies... policies) {
 template <class Loss, Reducer R, class... Policies>
 void apply_weights(Loss& loss, const basic_stabilizer<R, Policies...>& guard) {
   constexpr std::size_t terms = basic_stabilizer<R, Policies...>::terms;
-  static_assert(terms > 0, "steadyloss::apply_weights(loss, guard): this Stabilizer has no AdaptiveWeight, so it "
-                           "holds no multipliers; leave the loss's multipliers alone");
-  if constexpr (terms > 0) {
+  static_assert(basic_stabilizer<R, Policies...>::has_adaptive_weight,
+                "steadyloss::apply_weights(loss, guard): this Stabilizer has no AdaptiveWeight, so it holds no "
+                "multipliers; leave the loss's multipliers alone (sl::apply(loss, guard) restores whatever it holds)");
+  if constexpr (terms > 0 && basic_stabilizer<R, Policies...>::has_adaptive_weight) {
     static_assert(Loss::size == terms, "steadyloss::apply_weights: AdaptiveWeight<N> and the composed loss have "
                                        "different numbers of terms");
     const auto multipliers = guard.multipliers();

@@ -267,7 +267,10 @@ TEST_CASE("Presets: the per-step EarlyStopper only ends runs of non-finite steps
     CHECK(settings.stop_on_non_finite);
     CHECK(preset.non_finite_steps > 0);
     double loss = 1.0;
-    for (int i = 0; i < 500; ++i) CHECK_FALSE(guard.update(loss *= 1.001, std::vector<double>{loss, 0.1}, 1.0).should_stop);
+    for (int i = 0; i < 500; ++i) {
+      loss *= 1.001;  // a slowly rising loss: never an improvement after the first step
+      CHECK_FALSE(guard.update(loss, std::vector<double>{loss, 0.1}, 1.0).should_stop);
+    }
   }
 }
 

@@ -39,7 +39,7 @@ TEST_CASE("A user policy clips the step to ratio x the running mean of the gradi
   const double ema = (0.9 * (1.0 - 0.9 * 0.9 * 0.9 * 0.9 * 0.9 * 0.9 * 0.9 * 0.9 * 0.9 * 0.9) + 0.1 * 2.0) /
                      (1.0 - std::pow(0.9, 11));
   CHECK(guard.update(1.0f, 10.0f).scale == Approx(2.0 * ema / 10.0));
-  CHECK(guard.get<0>().name == "GradNormClip");
+  CHECK(std::string(guard.get<0>().name) == "GradNormClip");  // Catch2 2.13 prints no string_view under clang
 }
 
 TEST_CASE("A stateless user policy depends on a user kind and skips hard clips", "[stability][user_policy]") {

@@ -346,74 +346,19 @@ TEMPLATE_TEST_CASE("eigen: a composed mel + stop loss writes each term's weighte
 TEMPLATE_TEST_CASE("eigen: AdaptiveHuber with lengths and a frame mask matches Huber / delta, and follows an ErrorScale",
                    "[eigen][adaptive_huber]", float, double) {
   using T = TestType;
-  // [batch 2, time 5, features 3] row-major mel with lengths {5, 2}; a [batch x time] frame term
-  // with a mask, as an Eigen vector.
-  constexpr Eigen::Index batch = 2, max_frames = 5, features = 3;
-  constexpr std::size_t count = batch * max_frames * features, frames = batch * max_frames;
+  using namespace adaptive_huber_case;
+  // The mel row-major [batch x time, features] with lengths; the frame term and its mask as Eigen
+  // vectors.
   const fixture<T> mel(count, 21), frame(frames, 22);
-  const auto mel_pred = copy_as<row_major_matrix<T>>(mel.pred, batch * max_frames, features);
-  const auto mel_target = copy_as<row_major_matrix<T>>(mel.regression_target, batch * max_frames, features);
+  const Eigen::Index rows = batch * max_frames;
+  const auto mel_pred = copy_as<row_major_matrix<T>>(mel.pred, rows, features);
+  const auto mel_target = copy_as<row_major_matrix<T>>(mel.regression_target, rows, features);
   const vector<T> frame_pred = Eigen::Map<const vector<T>>(frame.pred.data(), frames);
   const vector<T> frame_target = Eigen::Map<const vector<T>>(frame.regression_target.data(), frames);
-  vector<T> mask(frames);
-  mask << 1, 0.5, 0, 1, 1, 1, 1, 0, 0.25, 1;
-  const std::vector<int> lengths{5, 2};
-  row_major_matrix<T> d_mel(batch * max_frames, features);
+  const vector<T> mask = Eigen::Map<const Eigen::VectorXd>(adaptive_huber_case::mask, frames).cast<T>();
+  row_major_matrix<T> d_mel(rows, features);
   vector<T> d_frame(frames);
-
-  const sl::AdaptiveHuber<T> mel_term{.k = T(1.5), .scale = T(0.5)}, frame_term{.k = T(3.88), .scale = T(0.75)};
-  const long double mel_delta = T(T(1.5) * T(0.5)), frame_delta = T(T(3.88) * T(0.75));
-  const auto adaptive = [](long double delta) {
-    return [delta](long double p, long double t) {
-      const value_and_slope huber = huber_reference(p, t, delta);
-      return value_and_slope{huber.value / delta, huber.grad / delta};
-    };
-  };
-  std::vector<long double> mel_weights(count, 0.0L), frame_weights(frames);
-  for (std::size_t b = 0; b < 2; ++b)
-    for (std::size_t t = 0; t < static_cast<std::size_t>(lengths[b]); ++t)
-      for (std::size_t f = 0; f < 3; ++f) mel_weights[(b * 5 + t) * 3 + f] = 1;
-  for (std::size_t i = 0; i < frames; ++i) frame_weights[i] = mask(static_cast<Eigen::Index>(i));
-
-  // Alone, both reductions.
-  for (const sl::Reduction reduction : {sl::Reduction::mean, sl::Reduction::sum}) {
-    const auto expected = reduce_reference(adaptive(frame_delta), frame.pred, frame.regression_target, frame_weights,
-                                           reduction);
-    const auto result = sl::evaluate(frame_term, sl::inputs(frame_pred, frame_target, mask), d_frame, reduction);
-    CHECK(close(result.value, expected.value));
-    CHECK(count_mismatches(d_frame.data(), expected.grad, reduction == sl::Reduction::mean ? 1.0L / 8 : 1.0L) == 0);
-  }
-
-  // Composed, weighted.
-  auto loss = sl::compose(sl::term(mel_term, T(45)), sl::term(frame_term, T(2)));
-  const auto evaluate = [&] {
-    return loss.evaluate(sl::inputs(mel_pred, mel_target, sl::lengths(lengths, max_frames, features)),
-                         sl::inputs(frame_pred, frame_target, mask), sl::grads(d_mel, d_frame));
-  };
-  const auto r = evaluate();
-  auto mel_expected = reduce_reference(adaptive(mel_delta), mel.pred, mel.regression_target, mel_weights,
-                                       sl::Reduction::mean);
-  auto frame_expected = reduce_reference(adaptive(frame_delta), frame.pred, frame.regression_target, frame_weights,
-                                         sl::Reduction::mean);
-  CHECK(close(r.values[0], mel_expected.value));
-  CHECK(close(r.values[1], frame_expected.value));
-  CHECK(close(r.total, 45 * mel_expected.value + 2 * frame_expected.value, 45));
-  for (long double& g : mel_expected.grad) g *= 45;
-  for (long double& g : frame_expected.grad) g *= 2;
-  CHECK(count_mismatches(d_mel.data(), mel_expected.grad, 45.0L / 21) == 0);
-  CHECK((d_mel.middleRows(max_frames + 2, 3).array() == T(0)).all());  // padding
-  CHECK(count_mismatches(d_frame.data(), frame_expected.grad, 2.0L / 6.75L) == 0);
-
-  // One ErrorScale step: the scale becomes each term's mean value (debiased EMA of one value), and
-  // the next evaluation runs with delta = k x that value.
-  sl::Stabilizer<sl::ErrorScale<2, T>> guard;
-  sl::apply(loss, guard.update(r, T(1)));
-  CHECK(close(loss.template term<0>().scale, mel_expected.value));
-  CHECK(close(loss.template term<1>().scale, frame_expected.value));
-  const long double next_mel_delta = T(T(1.5) * loss.template term<0>().scale);
-  const auto next = evaluate();
-  CHECK(close(next.values[0], reduce_reference(adaptive(next_mel_delta), mel.pred, mel.regression_target, mel_weights,
-                                               sl::Reduction::mean).value));
+  check_adaptive_huber(mel, frame, mel_pred, mel_target, frame_pred, frame_target, mask, d_mel, d_frame);
 }
 
 // ---------------------------------------------------------------------------------------------

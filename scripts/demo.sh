@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main demo: the TTS stability study (baseline vs stable preset and ablations, 10 seeds each,
-# under a minute on 2 cores), after the 30-second quickstart example. Pass --full for the long study.
+# The main demo: the TTS stability study (baseline, original, oracle and stable presets in five
+# scenarios, and ablations; 10 seeds each; 69-77 s on a shared 2-core VM), after the 30-second
+# quickstart example. Pass --full for the long study.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh

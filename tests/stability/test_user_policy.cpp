@@ -99,3 +99,18 @@ TEST_CASE("User and built-in policies in one pipeline resume bit-identically", "
   CHECK_THROWS_AS(other.restore(state), sl::invalid_input);
   CHECK(other.save() == before);
 }
+
+TEST_CASE("The pipeline docs/extending.md shows compiles and clips", "[stability][user_policy]") {
+  const double loss = 1.0, grad_norm = 1.0;
+  // [snippet user_policy_pipeline]
+  sl::Stabilizer<sl::SpikeDampener<double>, user::GradNormClip, user::SkipHardClips,
+                 sl::EmaSmoother<double>, sl::EarlyStopper<double>> guard;
+  auto report = guard.update(loss, grad_norm);  // report.scale includes the clip
+  std::string state = guard.save();             // GradNormClip's section; SkipHardClips saves nothing
+  // [end snippet]
+  CHECK(report.scale == 1.0);
+  CHECK(state.find("GradNormClip") != std::string::npos);
+  CHECK(state.find("SkipHardClips") == std::string::npos);
+  for (int i = 0; i < 20; ++i) guard.update(loss, grad_norm);
+  CHECK(guard.update(loss, 4.0).scale == Approx(0.5));  // limit 2 x 1 against a norm of 4
+}

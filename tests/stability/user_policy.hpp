@@ -1,13 +1,15 @@
 #pragma once
 // Two step policies written the way a user writes one: against the public API only
 // (steadyloss::step_context, state_writer/state_reader, type_list), nothing from detail::.
-// docs/extending.md shows this file; test_user_policy.cpp and compile_fail/ use it.
+// docs/extending.md shows the marked region (scripts/check_doc_snippets.py keeps the two equal);
+// test_user_policy.cpp and compile_fail/ use it.
 #include <cmath>
 #include <cstddef>
 #include <string_view>
 
 #include <steadyloss/stability/stability.hpp>
 
+// [snippet user_policy]
 namespace user {
 namespace sl = steadyloss;
 
@@ -83,3 +85,4 @@ struct SkipHardClips {
 };
 
 }  // namespace user
+// [end snippet]

@@ -64,9 +64,10 @@ class parallel_executor {
     }
   }
 
-  /// The executor interface run_term calls (see detail::serial_executor).
+  /// The sl::Executor interface (core/executor.hpp): one stretch, split into chunks of whole
+  /// blocks, one per thread, summed in chunk order.
   template <bool WriteGrad, bool Weighted, class Term, class T>
-  detail::pass_sum run(const Term& term, const T* pred, const T* target, const T* weight, T* grad,
+  pass_sum run(const Term& term, const T* pred, const T* target, const T* weight, T* grad,
                        std::size_t n, T grad_scale) const {
     constexpr std::size_t block = detail::lanes * detail::block_rows;
     const std::size_t wanted = std::min<std::size_t>(threads(), n / std::max<std::size_t>(min_elements_per_thread_, 1));
@@ -81,7 +82,7 @@ class parallel_executor {
     std::lock_guard call(call_mutex_);
     dispatch(static_cast<unsigned>(wanted), &run_chunk,
              [](const void* context, unsigned index) { (*static_cast<const decltype(run_chunk)*>(context))(index); });
-    detail::pass_sum total;
+    pass_sum total;
     for (std::size_t index = 0; index < wanted; ++index) {  // fixed order: reproducible bits
       total.value += sums_[index].value;
       total.out_of_domain += sums_[index].out_of_domain;
@@ -135,7 +136,7 @@ class parallel_executor {
   }
 
   std::size_t min_elements_per_thread_;
-  mutable std::vector<detail::pass_sum> sums_;  // one slot per thread, allocated once
+  mutable std::vector<pass_sum> sums_;  // one slot per thread, allocated once
   mutable std::mutex call_mutex_, mutex_;
   mutable std::condition_variable start_, done_;
   mutable std::uint64_t generation_ = 0;

@@ -8,6 +8,7 @@
 #include <steadyloss/core/config.hpp>
 #include <steadyloss/core/errors.hpp>
 #include <steadyloss/core/evaluate.hpp>
+#include <steadyloss/core/executor.hpp>
 #include <steadyloss/core/inputs.hpp>
 #include <steadyloss/core/reduction.hpp>
 #include <steadyloss/core/result.hpp>

@@ -12,6 +12,7 @@
 
 #include <steadyloss/backend/torch.hpp>
 #include <steadyloss/backend/torch_step.hpp>
+#include <steadyloss/parallel.hpp>
 #include <steadyloss/presets.hpp>
 #include <steadyloss/steadyloss.hpp>
 
@@ -506,6 +507,28 @@ TEST_CASE("torch evaluation is bitwise reproducible") {
     CHECK(torch::equal(mel_again, mel_grad));
     CHECK(torch::equal(stop_again, stop_grad));
   }
+}
+
+TEST_CASE("torch evaluate_on runs CPU tensors on the given executor: the serial gradients, the value to rounding") {
+  const auto mel_pred = random_pred<float>({8, 400, 80}, 32), mel_target = random_pred<float>({8, 400, 80}, 33);
+  const auto stop_logits = random_pred<float>({8, 400}, 34), stop_target = binary_target<float>({8, 400}, 35);
+  const std::vector<std::int64_t> valid{400, 17, 256, 399, 1, 300, 128, 64};
+  const auto lengths = sl::libtorch::lengths(valid);
+  const auto loss = sl::presets::stable_loss<float>();
+  const sl::parallel_executor pool(3, 4096);  // 8 x 400 x 80 elements: every long sequence is split
+  auto run = [&](auto evaluate) {
+    const auto m = mel_pred.clone().set_requires_grad(true), s = stop_logits.clone().set_requires_grad(true);
+    const auto out = evaluate(sl::libtorch::inputs(m, mel_target, lengths), sl::libtorch::inputs(s, stop_target, lengths));
+    out.total.backward();
+    return std::tuple{out.result, m.grad(), s.grad()};
+  };
+  const auto [serial, mel_serial, stop_serial] =
+      run([&](const auto& a, const auto& b) { return sl::libtorch::evaluate(loss, a, b); });
+  const auto [parallel, mel_parallel, stop_parallel] =
+      run([&](const auto& a, const auto& b) { return sl::libtorch::evaluate_on(pool, loss, a, b); });
+  CHECK(torch::equal(mel_parallel, mel_serial));
+  CHECK(torch::equal(stop_parallel, stop_serial));
+  for (std::size_t i = 0; i < 2; ++i) CHECK(parallel.values[i] == Approx(serial.values[i]).epsilon(1e-6));
 }
 
 TEST_CASE("torch half and bfloat16 run on CUDA only, computed in float") {

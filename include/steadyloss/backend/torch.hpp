@@ -18,10 +18,13 @@
 //       sl::libtorch::inputs(stop_logits, stop_target, sl::libtorch::lengths(lengths))); // [B, T]
 //   out.total.backward();                    // d total / d mel_pred, d total / d stop_logits
 //   auto step = guard.update(out.result, grad_norm);   // out.result: sl::composed_result<float, 2>
-//   sl::apply_weights(loss, step);
+//   sl::apply(loss, step);
 //
-// How it runs: the forward of a torch::autograd::Function calls the core's executor
-// (detail::run_term, through composed_loss::evaluate) on the tensors' data, computing every
+//   sl::parallel_executor pool(4);           // large CPU tensors: the fused passes on 4 threads
+//   auto big = sl::libtorch::evaluate_on(pool, loss, sl::libtorch::inputs(...), sl::libtorch::inputs(...));
+//
+// How it runs: the forward of a torch::autograd::Function calls the core's executor (the serial
+// one, or evaluate_on's, through composed_loss::evaluate_on) on the tensors' data, computing every
 // term's value AND its gradient w.r.t. pred in one fused pass, and saves the gradients. Backward
 // only scales the saved gradients by the incoming gradient (and returns them without a copy when
 // that is exactly 1, as for `total.backward()`). With grad mode off, or when no pred requires
@@ -276,17 +279,18 @@ auto core_inputs(const prepared_term<Weighting>& p) {
 
 /// Runs the composed loss on prepared terms; fills `grads` (one per term, pred's shape) when
 /// with_grads. Returns the core's result.
-template <class Loss, class Prepared, std::size_t... I>
-composed_result<typename Loss::value_type, Loss::size> run_cpu(const Loss& loss, const Prepared& prepared,
+template <class Loss, class Exec, class Prepared, std::size_t... I>
+composed_result<typename Loss::value_type, Loss::size> run_cpu(const Loss& loss, const Exec& executor,
+                                                               const Prepared& prepared,
                                                                std::vector<at::Tensor>* grads,
                                                                std::index_sequence<I...>) {
   using T = typename Loss::value_type;
-  if (grads == nullptr) return loss.evaluate(core_inputs<T>(std::get<I>(prepared))...);
+  if (grads == nullptr) return loss.evaluate_on(executor, core_inputs<T>(std::get<I>(prepared))...);
   grads->clear();
   (grads->push_back(at::empty(std::get<I>(prepared).pred.sizes(), std::get<I>(prepared).pred.options())), ...);
   const grad_outputs<T, Loss::size> outputs{
       {mutable_tensor_view<T>{(*grads)[I].template data_ptr<T>(), static_cast<std::size_t>((*grads)[I].numel())}...}};
-  return loss.evaluate(core_inputs<T>(std::get<I>(prepared))..., outputs);
+  return loss.evaluate_on(executor, core_inputs<T>(std::get<I>(prepared))..., outputs);
 }
 
 /// Each term's reduction, as the CUDA executor needs them one by one.
@@ -446,8 +450,9 @@ struct fused_loss_function : ::torch::autograd::Function<fused_loss_function<Run
   static constexpr const char* edges_key = "steadyloss_input_edges";
 };
 
-template <class Loss, class... Weightings>
-composed_output<typename Loss::value_type, Loss::size> evaluate_composed(const Loss& loss, const char* function,
+template <class Loss, class Exec, class... Weightings>
+composed_output<typename Loss::value_type, Loss::size> evaluate_composed(const Loss& loss, const Exec& executor,
+                                                                          const char* function,
                                                                           const tensor_inputs<Weightings>&... in) {
   using T = typename Loss::value_type;
   constexpr std::size_t N = Loss::size;
@@ -471,7 +476,7 @@ composed_output<typename Loss::value_type, Loss::size> evaluate_composed(const L
     if (on_cuda) out.result = run_cuda(loss, prepared, grads, std::make_index_sequence<N>{});
     else
 #endif
-      out.result = run_cpu(loss, prepared, grads, std::make_index_sequence<N>{});
+      out.result = run_cpu(loss, executor, prepared, grads, std::make_index_sequence<N>{});
     (void)on_cuda;
     return at::scalar_tensor(static_cast<double>(out.result.total), first.options());
   };
@@ -507,13 +512,21 @@ auto as_composed(const TermOrWeighted& part) {
 template <class... Terms, class... Weightings>
 composed_output<typename composed_loss<Terms...>::value_type, sizeof...(Terms)> evaluate(
     const composed_loss<Terms...>& loss, const tensor_inputs<Weightings>&... in) {
-  return detail::evaluate_composed(loss, "steadyloss::libtorch::evaluate", in...);
+  return detail::evaluate_composed(loss, serial_executor{}, "steadyloss::libtorch::evaluate", in...);
+}
+
+/// The same, with CPU tensors' fused passes run by `executor` (a sl::parallel_executor, or any
+/// sl::Executor); CUDA tensors run on the CUDA executor, as with evaluate.
+template <class Exec, class... Terms, class... Weightings>
+composed_output<typename composed_loss<Terms...>::value_type, sizeof...(Terms)> evaluate_on(
+    const Exec& executor, const composed_loss<Terms...>& loss, const tensor_inputs<Weightings>&... in) {
+  return detail::evaluate_composed(loss, executor, "steadyloss::libtorch::evaluate_on", in...);
 }
 
 /// The weighted total of a composed loss, as a 0-dim tensor connected to autograd.
 template <class... Terms, class... Weightings>
 at::Tensor loss(const composed_loss<Terms...>& composed, const tensor_inputs<Weightings>&... in) {
-  return detail::evaluate_composed(composed, "steadyloss::libtorch::loss", in...).total;
+  return detail::evaluate_composed(composed, serial_executor{}, "steadyloss::libtorch::loss", in...).total;
 }
 
 /// One term (bare: weight 1, mean; or sl::term(t, weight, reduction)) on pred and target, with
@@ -522,7 +535,7 @@ at::Tensor loss(const composed_loss<Terms...>& composed, const tensor_inputs<Wei
 template <class Term, class... Weighting>
   requires(LossTerm<Term> || detail::is_weighted_term<Term>) && (sizeof...(Weighting) <= 1)
 at::Tensor loss(const Term& term, at::Tensor pred, at::Tensor target, Weighting... weighting) {
-  return detail::evaluate_composed(detail::as_composed(term), "steadyloss::libtorch::loss",
+  return detail::evaluate_composed(detail::as_composed(term), serial_executor{}, "steadyloss::libtorch::loss",
                                       inputs(std::move(pred), std::move(target), std::move(weighting)...))
       .total;
 }

@@ -134,11 +134,11 @@ term_plan plan_term(const Term& term, const term_inputs<typename Term::value_typ
 /// Runs a planned term: the fused passes (through `executor`) and the target-domain check.
 /// `g` is the gradient's storage when plan.write_grad.
 /// (Isa, here and in run_term: never given by users; cpu_isa.hpp says why it is there.)
-template <class Isa = isa_tag, class Term, class Weighting, class Executor>
+template <class Isa = isa_tag, class Term, class Weighting, class Exec>
 term_result<typename Term::value_type> execute_term(const Term& term,
                                                     const term_inputs<typename Term::value_type, Weighting>& in,
                                                     const term_plan& plan, typename Term::value_type* g,
-                                                    const Executor& executor) {
+                                                    const Exec& executor) {
   using T = typename Term::value_type;
   const bool write_grad = plan.write_grad;
   auto pass = [&](const T* pred, const T* target, const T* weight, T* grad, std::size_t count,
@@ -215,11 +215,14 @@ term_result<typename Term::value_type> execute_term(const Term& term,
 }
 
 /// One term, checked then run. grad: nullopt for the value only.
-template <class Isa = isa_tag, class Term, class Weighting, class Executor = serial_executor>
+template <class Isa = isa_tag, class Term, class Weighting, class Exec = serial_executor>
 term_result<typename Term::value_type> run_term(
     const Term& term, const term_inputs<typename Term::value_type, Weighting>& in,
     const std::optional<mutable_tensor_view<typename Term::value_type>>& grad, Reduction reduction,
-    typename Term::value_type scale, const Executor& executor = Executor{}) {
+    typename Term::value_type scale, const Exec& executor = Exec{}) {
+  static_assert(Executor<Exec, Term>,
+                "steadyloss: the executor has no run<WriteGrad, Weighted>(term, pred, target, weight, grad, n, "
+                "grad_scale) returning sl::pass_sum for this term (see sl::Executor in core/executor.hpp)");
   const term_plan plan = plan_term(term, in, grad, reduction, scale);
   return execute_term<Isa>(term, in, plan, grad ? grad->data : nullptr, executor);
 }

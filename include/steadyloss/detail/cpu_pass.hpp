@@ -14,6 +14,7 @@
 #include <cstring>
 
 #include "../core/config.hpp"
+#include "../core/executor.hpp"
 #include "../core/term.hpp"
 #include "../cpu_isa.hpp"
 #include "math.hpp"
@@ -25,16 +26,7 @@ inline constexpr std::size_t block_rows = 16;
 
 // Everything below whose body the translation unit's flags change (the row kernels, the pass
 // variants, fused_pass and the serial executor that calls it) lives in the flags' inline namespace
-// (cpu_isa.hpp says why). pass_sum lives there too, though its layout never changes: a function
-// template's symbol spells its return type, so every executor's `run` returning it (e.g.
-// sl::parallel_executor's, which calls fused_pass) gets a symbol of its own per ISA.
-inline namespace STEADYLOSS_ISA_NAMESPACE {
-struct pass_sum {
-  double value = 0;             // sum of (weighted) elementwise losses
-  std::size_t out_of_domain = 0;  // targets outside the term's [target_min, target_max]
-};
-}  // inline namespace STEADYLOSS_ISA_NAMESPACE
-
+// (cpu_isa.hpp says why), as pass_sum does (core/executor.hpp).
 inline namespace STEADYLOSS_ISA_NAMESPACE {
 
 // The row loop, written once and compiled into each ISA variant below. The term comes by value: a
@@ -157,8 +149,8 @@ pass_sum fused_pass(const Term& term, const T* pred, const T* target, const T* w
   return fused_pass_baseline<WriteGrad, Weighted>(term, pred, target, weight, grad, n, grad_scale);
 }
 
-/// Runs each fused pass on the calling thread. An executor is anything with this `run` member;
-/// run_term hands it every contiguous stretch of elements (sl::parallel_executor splits large ones).
+/// Runs each fused pass on the calling thread (sl::serial_executor; core/executor.hpp says what
+/// an executor is).
 struct serial_executor {
   template <bool WriteGrad, bool Weighted, class Term, class T>
   pass_sum run(const Term& term, const T* pred, const T* target, const T* weight, T* grad,
@@ -175,3 +167,8 @@ void fill_zero(T* data, std::size_t n) {
 }
 
 }  // namespace steadyloss::detail
+
+namespace steadyloss {
+/// Runs every stretch on the calling thread: the executor evaluate uses when given none.
+using serial_executor = detail::serial_executor;
+}  // namespace steadyloss

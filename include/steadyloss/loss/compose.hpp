@@ -114,9 +114,14 @@ class composed_loss {
     return evaluate_on(detail::serial_executor{}, args...);
   }
 
-  /// The same, with the fused passes run by `executor` (e.g. a sl::parallel_executor).
-  template <class Executor, class... Args, class Isa = detail::isa_tag>
-  composed_result<value_type, size> evaluate_on(const Executor& executor, const Args&... args) const {
+  /// The same, with the fused passes run by `executor`: a sl::parallel_executor, or any type
+  /// modelling sl::Executor for every term (core/executor.hpp).
+  template <class Exec, class... Args, class Isa = detail::isa_tag>
+  composed_result<value_type, size> evaluate_on(const Exec& executor, const Args&... args) const {
+    static_assert((Executor<Exec, Terms> && ...),
+                  "steadyloss::composed_loss::evaluate_on: the first argument must be an executor: a type "
+                  "with run<WriteGrad, Weighted>(term, pred, target, weight, grad, n, grad_scale) returning "
+                  "sl::pass_sum for every term of the loss (sl::Executor, core/executor.hpp)");
     constexpr bool with_grads = sizeof...(Args) == size + 1;
     static_assert(sizeof...(Args) == size || with_grads,
                   "steadyloss::composed_loss::evaluate: pass one sl::inputs(...) per term, in term "
@@ -179,8 +184,8 @@ class composed_loss {
  private:
   // Every term is checked (parameters, sizes, masks, lengths, and each gradient against every
   // other gradient and every term's inputs) before the first term writes anything.
-  template <class Isa, class Executor, class Arguments, class GradFor>
-  composed_result<value_type, size> run(const Executor& executor, const Arguments& arguments,
+  template <class Isa, class Exec, class Arguments, class GradFor>
+  composed_result<value_type, size> run(const Exec& executor, const Arguments& arguments,
                                         GradFor grad_for) const {
     composed_result<value_type, size> result;
     std::array<detail::term_plan, size> plans;

@@ -40,6 +40,7 @@ ALLOW_LIST = {
     # adapter's tests, the c10d test, their CUDA kernels and the torch_tts example are CMake only.
     "tests/torch/": ("cmake", "LibTorch is found through its CMake package only"),
     "examples/torch_tts/": ("cmake", "LibTorch is found through its CMake package only"),
+    "examples/speech_tts/speech_tts.cpp": ("cmake", "the speech study trains with LibTorch, found through its CMake package only"),
     # Google Benchmark programs and their ctest smoke runs; bench/run drives a CMake build tree.
     "bench/": ("cmake", "benchmarks are built by CMake only (bench/run uses its build tree)"),
 }

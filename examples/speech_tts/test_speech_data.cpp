@@ -1,11 +1,14 @@
 // The speech_tts data step: synthesis determinism, the phoneme/frame bookkeeping, the FFT and mel
-// shapes, the training-only normalization, disjoint splits and a byte-identical cache.
+// shapes, the training-only normalization, disjoint splits and a byte-identical cache; the fault
+// injection's duration bookkeeping (faults.hpp) on hand-worked values.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <complex>
 #include <numbers>
 #include <set>
 
+#include "faults.hpp"
 #include "speech_data.hpp"
 
 namespace {
@@ -141,4 +144,99 @@ TEST_CASE("speech: the corpus filter") {
   CHECK(sentences.size() >= 400);
   std::set<std::string> keys;
   for (const auto& text : sentences) CHECK(keys.insert(speech::text_key(text)).second);
+}
+
+namespace {
+// A hand-made utterance: ids 5.., the given durations, 2 mel bins holding 10 x frame + bin.
+speech::Utterance hand_made(const std::vector<std::uint32_t>& durations) {
+  speech::Utterance u;
+  std::uint32_t frames = 0;
+  for (std::size_t k = 0; k < durations.size(); ++k) {
+    u.phonemes.push_back(std::uint32_t(5 + k));
+    frames += durations[k];
+  }
+  u.durations = durations;
+  for (std::uint32_t t = 0; t < frames; ++t)
+    for (int bin = 0; bin < 2; ++bin) u.mel.push_back(float(10 * t + std::uint32_t(bin)));
+  return u;
+}
+using durations = std::vector<std::uint32_t>;
+}  // namespace
+
+TEST_CASE("faults: durations rescaled to another frame count (hand-worked)") {
+  using speech::faults::rescale_durations;
+  // cumulative 3, 4, 9, 11 of 11 -> x 22 / 11: boundaries 6, 8, 18, 22.
+  CHECK(rescale_durations({3, 1, 5, 2}, 22) == durations{6, 2, 10, 4});
+  CHECK(rescale_durations({3, 1, 5, 2}, 11) == durations{3, 1, 5, 2});
+  // x 6 / 11, half up: 23/11 = 2, 29/11 = 2 (pushed to 3), 59/11 = 5, 6.
+  CHECK(rescale_durations({3, 1, 5, 2}, 6) == durations{2, 1, 2, 1});
+  // x 5 / 10: 0.5 -> 1, 1.0 -> 1 (pushed to 2), 5.
+  CHECK(rescale_durations({1, 1, 8}, 5) == durations{1, 1, 3});
+  // x 4 / 10: 3, 3 (pushed to 4), 4 (pushed to 5 > 4), then pulled back from the end: 1, 2, 3.
+  CHECK(rescale_durations({7, 1, 1, 1}, 4) == durations{1, 1, 1, 1});
+  CHECK_THROWS_AS(rescale_durations({1, 1, 1}, 2), std::invalid_argument);
+  CHECK_THROWS_AS(rescale_durations({}, 2), std::invalid_argument);
+}
+
+TEST_CASE("faults: a swapped, a truncated and a loud pair (hand-worked)") {
+  const auto a = hand_made({3, 1, 5, 2});         // 11 frames
+  const auto b = hand_made({4, 4, 4, 4, 4, 2});   // 22 frames
+  const auto s = speech::faults::swapped(a, b, 2);
+  CHECK(s.kind == speech::faults::fault::swapped);
+  CHECK(s.phonemes == a.phonemes);
+  CHECK(s.frames == 22);
+  CHECK(s.durations == durations{6, 2, 10, 4});
+  CHECK(s.mel == b.mel);
+
+  const auto t = speech::faults::truncated(a, 0.5, 2);  // round(5.5) = 6 frames kept
+  CHECK(t.frames == 6);
+  CHECK(t.phonemes == a.phonemes);
+  CHECK(t.durations == durations{2, 1, 2, 1});
+  CHECK(t.mel == std::vector<float>(a.mel.begin(), a.mel.begin() + 12));
+  // round(1.1) = 1 frame would leave phonemes without one: 4 frames are kept, one each.
+  const auto short_one = speech::faults::truncated(a, 0.1, 2);
+  CHECK(short_one.frames == 4);
+  CHECK(short_one.durations == durations{1, 1, 1, 1});
+
+  const auto l = speech::faults::loud(a, 20.0, 2);  // x10 in magnitude: + ln 10 in log-magnitude
+  CHECK(l.durations == a.durations);
+  REQUIRE(l.mel.size() == a.mel.size());
+  for (std::size_t i = 0; i < a.mel.size(); ++i) CHECK(l.mel[i] == Approx(a.mel[i] + 2.302585).epsilon(1e-6));
+}
+
+TEST_CASE("faults: the bad pairs of a seed") {
+  std::uint64_t state = 7, again = 7;
+  const auto bad = speech::faults::choose_bad_pairs(300, 0.1, state);
+  CHECK(bad.size() == 30);
+  CHECK(std::set<std::size_t>(bad.begin(), bad.end()).size() == 30);
+  for (auto i : bad) CHECK(i < 300);
+  CHECK(speech::faults::choose_bad_pairs(300, 0.1, again) == bad);
+  std::uint64_t other = 8;
+  CHECK(speech::faults::choose_bad_pairs(300, 0.1, other) != bad);
+  std::uint64_t any = 1;
+  CHECK(speech::faults::choose_bad_pairs(10, 0.0, any).empty());
+  auto all = speech::faults::choose_bad_pairs(10, 1.0, any);
+  std::sort(all.begin(), all.end());
+  CHECK(all == std::vector<std::size_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  CHECK_THROWS_AS(speech::faults::choose_bad_pairs(10, 1.5, any), std::invalid_argument);
+  using speech::faults::fault;
+  CHECK(speech::faults::kind_in_turn(0) == fault::swapped);
+  CHECK(speech::faults::kind_in_turn(1) == fault::truncated);
+  CHECK(speech::faults::kind_in_turn(2) == fault::loud);
+  CHECK(speech::faults::kind_in_turn(3) == fault::swapped);
+
+  // A swapped pair takes another utterance's audio, its durations summing to that audio's frames.
+  const auto a = hand_made({3, 1, 5, 2}), b = hand_made({4, 4, 4, 4, 4, 2}), c = hand_made({1, 1});
+  const std::vector<const speech::Utterance*> train = {&a, &b, &c};
+  std::uint64_t draw = 3;
+  for (int k = 0; k < 20; ++k) {
+    const auto p = speech::faults::make_bad(train, 0, fault::swapped, 2, draw);
+    CHECK(p.mel == b.mel);  // c has 2 frames, too few for a's 4 phonemes; a is itself
+    CHECK(p.durations == durations{6, 2, 10, 4});
+    const auto t = speech::faults::make_bad(train, 1, fault::truncated, 2, draw);
+    CHECK((t.frames >= 9 && t.frames <= 15));  // 22 x [0.4, 0.7) rounded
+    long sum = 0;
+    for (auto d : t.durations) sum += d;
+    CHECK(sum == t.frames);
+  }
 }

@@ -17,7 +17,7 @@ void step_pipeline(benchmark::State& state) {
   const auto window = static_cast<std::size_t>(state.range(0));
   sl::Stabilizer<sl::SpikeDampener<float>, sl::EmaSmoother<float>, sl::AdaptiveWeight<2, float>,
                  sl::EarlyStopper<float>, sl::StabilityMetrics<float>>
-      guard(sl::SpikeDampener<float>({.window = window, .threshold = 2.0}), sl::EmaSmoother<float>{},
+      guard(sl::SpikeDampener<float>({.window = window, .detector = {.threshold = 2.0}}), sl::EmaSmoother<float>{},
             sl::AdaptiveWeight<2, float>{}, sl::EarlyStopper<float>({.patience = 1 << 30}),
             sl::StabilityMetrics<float>({.window = window}));
   // Pre-generated inputs (noisy, with a spike every 97 steps) so the loop measures only update().

@@ -257,7 +257,7 @@ run_record run(const configuration& config, const st::scenario& scenario, const 
   auto stopper = sl::presets::validation_stopper_for<float>(p);
   // The same spike measurement for every configuration: the library's mean-ratio rule (2x the
   // mean of the last 10 accepted values), report only, on the unweighted training mel L1.
-  sl::SpikeDampener<float> spike_meter({.window = 10, .threshold = 2.0, .mode = sl::spike_mode::report});
+  sl::SpikeDampener<float> spike_meter({.window = 10, .mode = sl::spike_mode::report, .detector = {.threshold = 2.0}});
 
   const tts::batch test = tts::make_batch(data.test), validation = tts::make_batch(data.validation);
   tts::forward_pass f, f_eval;

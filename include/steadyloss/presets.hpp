@@ -63,8 +63,8 @@ struct preset_config {
 /// spikes is a new level. The original rule (2.0x the mean of the last 10) flagged half of a
 /// converged classifier's steps.
 using calibrated_spike_detector = detect::mad_zscore;
-inline constexpr spike_config calibrated_spikes{
-    .window = 25, .warmup = 10, .level_shift_after = 10, .sigma_factor = 15.0, .min_ratio = 1.5};
+inline constexpr spike_config<calibrated_spike_detector> calibrated_spikes{
+    .window = 25, .warmup = 10, .level_shift_after = 10, .min_ratio = 1.5, .detector = {.sigma_factor = 15.0}};
 template <class T = float>
 using calibrated_spike_dampener = SpikeDampener<T, calibrated_spike_detector>;
 

@@ -36,6 +36,7 @@
 #include <steadyloss/stability/metrics.hpp>
 #include <steadyloss/stability/reducer.hpp>
 #include <steadyloss/stability/spike_dampener.hpp>
+#include <steadyloss/stability/spike_detector.hpp>
 #include <steadyloss/stability/stability.hpp>
 #include <steadyloss/stability/stabilizer.hpp>
 #include <steadyloss/stability/state_io.hpp>

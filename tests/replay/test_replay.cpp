@@ -785,7 +785,7 @@ TEST_CASE("replay: the default is the calibrated spike detector with the stable 
   CHECK(o.spikes.window == preset.window);
   CHECK(o.spikes.warmup == preset.warmup);
   CHECK(o.spikes.level_shift_after == preset.level_shift_after);
-  CHECK(o.spikes.sigma_factor == preset.sigma_factor);
+  CHECK(o.spikes.threshold == preset.detector.sigma_factor);
   CHECK(o.spikes.min_ratio == preset.min_ratio);
   CHECK(o.spikes.min_excess == preset.min_excess);
   CHECK(o.spikes.mode == preset.mode);
@@ -833,32 +833,41 @@ TEST_CASE("replay: spike flags override the chosen detector's defaults in any or
       CHECK(o.spikes.level_shift_after == 6);
       CHECK(o.spikes.min_ratio == 1.5);
       CHECK(o.spikes.min_excess == 0.25);
-      // --spike-threshold is the ratio, k or z, as the detector reads it; the others keep
-      // spike_config's defaults (a detector other than the calibrated one starts from those).
-      const std::string name = detector;
-      const steadyloss::spike_config library{};
-      CHECK(o.spikes.threshold == (name == "mean_ratio" || name == "median_ratio" ? 3.0 : library.threshold));
-      CHECK(o.spikes.sigma_factor == (name == "zscore" || name == "mad_zscore" ? 3.0 : library.sigma_factor));
-      CHECK(o.spikes.z_threshold == (name == "ema_zscore" ? 3.0 : library.z_threshold));
+      CHECK(o.spikes.threshold == 3.0);
     }
   }
-  // A detector other than the default, no value flags: spike_config{}'s defaults, the original
-  // window 10, threshold 2.0, sigma_factor 6, z 2.5.
-  for (const auto d : {"mean_ratio", "median_ratio", "zscore", "ema_zscore"}) {
+  // --spike-threshold is the ratio, k or z, as each detector's config names it; the detector's
+  // other settings keep their defaults.
+  rp::spike_settings three;
+  three.threshold = 3.0;
+  const auto mean = rp::to_config<steadyloss::detect::mean_ratio>(three);
+  const auto median = rp::to_config<steadyloss::detect::median_ratio>(three);
+  const auto z = rp::to_config<steadyloss::detect::zscore>(three);
+  const auto mad = rp::to_config<steadyloss::detect::mad_zscore>(three);
+  const auto ema = rp::to_config<steadyloss::detect::ema_zscore>(three);
+  CHECK(mean.detector.threshold == 3.0);
+  CHECK(median.detector.threshold == 3.0);
+  CHECK(z.detector.sigma_factor == 3.0);
+  CHECK(mad.detector.sigma_factor == 3.0);
+  CHECK(ema.detector.z_threshold == 3.0);
+  CHECK(ema.detector.alpha == 0.97);
+  // A detector other than the default, no value flags: its config's defaults, the original
+  // window 10 and threshold 2.0, k 6, z 2.5.
+  for (const auto& [d, threshold] : std::vector<std::pair<std::string, double>>{
+           {"mean_ratio", 2.0}, {"median_ratio", 2.0}, {"zscore", 6.0}, {"ema_zscore", 2.5}}) {
+    CAPTURE(d);
     const auto o = options_from({"--spike-detector", d});
     CHECK(o.spikes.window == 10);
     CHECK(o.spikes.warmup == 0);
     CHECK(o.spikes.level_shift_after == 0);
-    CHECK(o.spikes.threshold == 2.0);
-    CHECK(o.spikes.sigma_factor == 6.0);
-    CHECK(o.spikes.z_threshold == 2.5);
+    CHECK(o.spikes.threshold == threshold);
   }
   // The default detector named explicitly is the default; a flag before or after it overrides.
   const auto named = options_from({"--spike-window", "60", "--spike-detector", "mad_zscore"});
   CHECK(named.spikes.window == 60);
   CHECK(named.spikes.warmup == steadyloss::presets::calibrated_spikes.warmup);
-  CHECK(options_from({"--spike-detector", "mad_zscore"}).spikes.sigma_factor ==
-        steadyloss::presets::calibrated_spikes.sigma_factor);
+  CHECK(options_from({"--spike-detector", "mad_zscore"}).spikes.threshold ==
+        steadyloss::presets::calibrated_spikes.detector.sigma_factor);
 }
 
 TEST_CASE("replay: a bad detector name or spike value is a usage error (exit status 2)", "[replay][detector][errors]") {

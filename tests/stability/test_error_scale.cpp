@@ -90,7 +90,7 @@ TEST_CASE("ErrorScale observes only clean steps: non-finite, skipped and dampene
   using values_t = std::array<double, 2>;
   // factor 0.5; the SpikeDampener (window 4, threshold 2, dampen) listed before it.
   sl::Stabilizer<sl::SpikeDampener<double>, sl::ErrorScale<2, double>> guard(
-      sl::SpikeDampener<double>({.window = 4, .threshold = 2.0}), sl::ErrorScale<2, double>({.factor = 0.5}));
+      sl::SpikeDampener<double>({.window = 4, .detector = {.threshold = 2.0}}), sl::ErrorScale<2, double>({.factor = 0.5}));
   auto step = [&](double total, values_t values, double grad_norm = 1.0) {
     return guard.update(total, std::span<const double>(values), grad_norm);
   };
@@ -126,7 +126,7 @@ TEST_CASE("ErrorScale observes only clean steps: non-finite, skipped and dampene
 
   // Skip mode: a skipped spike is not observed.
   sl::Stabilizer<sl::SpikeDampener<double>, sl::ErrorScale<2, double>> skipping(
-      sl::SpikeDampener<double>({.window = 4, .threshold = 2.0, .mode = sl::spike_mode::skip}),
+      sl::SpikeDampener<double>({.window = 4, .mode = sl::spike_mode::skip, .detector = {.threshold = 2.0}}),
       sl::ErrorScale<2, double>{});
   const values_t clean{1.0, 0.5}, spiked{5.5, 0.5};
   for (int i = 0; i < 4; ++i) skipping.update(1.5, std::span<const double>(clean), 1.0);
@@ -135,7 +135,7 @@ TEST_CASE("ErrorScale observes only clean steps: non-finite, skipped and dampene
   CHECK(skipping.get<sl::ErrorScale<2, double>>().steps() == 4);
   // Report mode changes nothing in the step (scale 1): the step is observed.
   sl::Stabilizer<sl::SpikeDampener<double>, sl::ErrorScale<2, double>> reporting(
-      sl::SpikeDampener<double>({.window = 4, .threshold = 2.0, .mode = sl::spike_mode::report}),
+      sl::SpikeDampener<double>({.window = 4, .mode = sl::spike_mode::report, .detector = {.threshold = 2.0}}),
       sl::ErrorScale<2, double>{});
   for (int i = 0; i < 4; ++i) reporting.update(1.5, std::span<const double>(clean), 1.0);
   r = reporting.update(6.0, std::span<const double>(spiked), 1.0);

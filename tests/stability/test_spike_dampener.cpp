@@ -17,7 +17,7 @@ namespace sl = steadyloss;
 
 TEMPLATE_TEST_CASE("SpikeDampener mean ratio: warm-up, dampen, non-finite, window hygiene", "[stability][spike]",
                    float, double) {
-  sl::SpikeDampener<TestType> spikes({.window = 4, .threshold = 2.0});
+  sl::SpikeDampener<TestType> spikes({.window = 4, .detector = {.threshold = 2.0}});
   for (int i = 0; i < 4; ++i) {  // warm-up: no decision until 4 accepted values
     const auto d = spikes.update(TestType(1));
     CHECK(d.warming_up);
@@ -51,8 +51,8 @@ TEMPLATE_TEST_CASE("SpikeDampener mean ratio: warm-up, dampen, non-finite, windo
 }
 
 TEMPLATE_TEST_CASE("SpikeDampener modes skip and report, explicit warm-up", "[stability][spike]", float, double) {
-  sl::SpikeDampener<TestType> skip({.window = 3, .threshold = 2.0, .mode = sl::spike_mode::skip});
-  sl::SpikeDampener<TestType> report({.window = 3, .threshold = 2.0, .mode = sl::spike_mode::report});
+  sl::SpikeDampener<TestType> skip({.window = 3, .mode = sl::spike_mode::skip, .detector = {.threshold = 2.0}});
+  sl::SpikeDampener<TestType> report({.window = 3, .mode = sl::spike_mode::report, .detector = {.threshold = 2.0}});
   for (int i = 0; i < 3; ++i) {
     skip.update(TestType(1));
     report.update(TestType(1));
@@ -68,7 +68,7 @@ TEMPLATE_TEST_CASE("SpikeDampener modes skip and report, explicit warm-up", "[st
   CHECK(r.effective == TestType(5));
 
   // warmup 2 of window 4: decisions start after two accepted values.
-  sl::SpikeDampener<TestType> quick({.window = 4, .threshold = 2.0, .warmup = 2});
+  sl::SpikeDampener<TestType> quick({.window = 4, .warmup = 2, .detector = {.threshold = 2.0}});
   CHECK(quick.update(TestType(1)).warming_up);
   CHECK(quick.update(TestType(1)).warming_up);
   CHECK(quick.update(TestType(5)).is_spike);
@@ -77,7 +77,7 @@ TEMPLATE_TEST_CASE("SpikeDampener modes skip and report, explicit warm-up", "[st
 TEMPLATE_TEST_CASE("SpikeDampener: a run of level_shift_after spikes is a new level, not a spike",
                    "[stability][spike][level]", sl::detect::mean_ratio, sl::detect::median_ratio) {
   // Window 4, threshold 2: level 1, then the loss settles at 3 (a new data phase).
-  sl::SpikeDampener<double, TestType> spikes({.window = 4, .threshold = 2.0});
+  sl::SpikeDampener<double, TestType> spikes({.window = 4, .detector = {.threshold = 2.0}});
   for (int i = 0; i < 4; ++i) spikes.update(1.0);
   for (int i = 0; i < 3; ++i) {  // three spikes, dampened to the limit 2
     const auto d = spikes.update(3.0);
@@ -107,7 +107,7 @@ TEMPLATE_TEST_CASE("SpikeDampener: a run of level_shift_after spikes is a new le
 }
 
 TEST_CASE("SpikeDampener: isolated spikes never add up to a level shift, shorter runs re-warm", "[stability][spike][level]") {
-  sl::SpikeDampener<double> spikes({.window = 4, .threshold = 2.0, .mode = sl::spike_mode::skip});
+  sl::SpikeDampener<double> spikes({.window = 4, .mode = sl::spike_mode::skip, .detector = {.threshold = 2.0}});
   for (int i = 0; i < 4; ++i) spikes.update(1.0);
   for (int i = 0; i < 20; ++i) {  // spike, spike, spike, normal, ...: the run restarts every time
     const auto d = spikes.update(i % 4 == 3 ? 1.0 : 5.0);
@@ -117,7 +117,7 @@ TEST_CASE("SpikeDampener: isolated spikes never add up to a level shift, shorter
   CHECK(spikes.level_shifts() == 0);
 
   // level_shift_after 2 < warmup 4: the reference restarts from 2 values and warms up again.
-  sl::SpikeDampener<double> quick({.window = 4, .threshold = 2.0, .level_shift_after = 2});
+  sl::SpikeDampener<double> quick({.window = 4, .level_shift_after = 2, .detector = {.threshold = 2.0}});
   for (int i = 0; i < 4; ++i) quick.update(1.0);
   CHECK(quick.update(4.0).is_spike);
   CHECK(quick.update(4.0).level_shift);
@@ -131,7 +131,7 @@ TEST_CASE("SpikeDampener: isolated spikes never add up to a level shift, shorter
 
 TEST_CASE("SpikeDampener level shifts: window 1 still flags spikes, SIZE_MAX never shifts and resumes",
           "[stability][spike][level]") {
-  sl::SpikeDampener<double> one({.window = 1, .threshold = 2.0});  // level_shift_after: at least 2
+  sl::SpikeDampener<double> one({.window = 1, .detector = {.threshold = 2.0}});  // level_shift_after: at least 2
   CHECK(one.settings().level_shift_after == 2);
   one.update(1.0);
   CHECK(one.update(100.0).is_spike);
@@ -139,11 +139,11 @@ TEST_CASE("SpikeDampener level shifts: window 1 still flags spikes, SIZE_MAX nev
   CHECK(one.update(50.0).is_spike);
   CHECK(one.level_shifts() == 0);
 
-  sl::SpikeDampener<double> never({.window = 3, .threshold = 2.0, .level_shift_after = SIZE_MAX});
+  sl::SpikeDampener<double> never({.window = 3, .level_shift_after = SIZE_MAX, .detector = {.threshold = 2.0}});
   for (int i = 0; i < 3; ++i) never.update(1.0);
   for (int i = 0; i < 50; ++i) CHECK(never.update(5.0).is_spike);
   CHECK(never.level_shifts() == 0);
-  sl::SpikeDampener<double> resumed({.window = 3, .threshold = 2.0, .level_shift_after = SIZE_MAX});
+  sl::SpikeDampener<double> resumed({.window = 3, .level_shift_after = SIZE_MAX, .detector = {.threshold = 2.0}});
   sl::restore_state(resumed, sl::save_state(never));
   CHECK(resumed.consecutive_spikes() == 50);
   CHECK(resumed.update(5.0).is_spike);
@@ -153,7 +153,7 @@ TEST_CASE("SpikeDampener in skip mode recovers from a level shift that would oth
           "[stability][spike][level]") {
   // A model whose loss can only change when a step is taken: skip mode would freeze it forever
   // if the dampener kept calling the new level a spike.
-  sl::SpikeDampener<double> spikes({.window = 10, .threshold = 2.0, .mode = sl::spike_mode::skip});
+  sl::SpikeDampener<double> spikes({.window = 10, .mode = sl::spike_mode::skip, .detector = {.threshold = 2.0}});
   double loss = 1.0;
   int taken = 0;
   for (int step = 0; step < 100; ++step) {
@@ -170,8 +170,8 @@ TEST_CASE("SpikeDampener in skip mode recovers from a level shift that would oth
 }
 
 TEST_CASE("SpikeDampener median ratio ignores an outlier the mean does not", "[stability][spike]") {
-  sl::SpikeDampener<double, sl::detect::median_ratio> median({.window = 5, .threshold = 2.0});
-  sl::SpikeDampener<double, sl::detect::mean_ratio> mean({.window = 5, .threshold = 2.0});
+  sl::SpikeDampener<double, sl::detect::median_ratio> median({.window = 5, .detector = {.threshold = 2.0}});
+  sl::SpikeDampener<double, sl::detect::mean_ratio> mean({.window = 5, .detector = {.threshold = 2.0}});
   for (double x : {1.0, 2.0, 3.0, 4.0, 100.0}) {  // warm-up accepts the 100
     median.update(x);
     mean.update(x);
@@ -186,7 +186,7 @@ TEST_CASE("SpikeDampener median ratio ignores an outlier the mean does not", "[s
 }
 
 TEST_CASE("SpikeDampener z-score: x > mean + k sigma (sample sigma)", "[stability][spike]") {
-  sl::SpikeDampener<double, sl::detect::zscore> z({.window = 4, .sigma_factor = 2.0});
+  sl::SpikeDampener<double, sl::detect::zscore> z({.window = 4, .detector = {.sigma_factor = 2.0}});
   for (double x : {1.0, 2.0, 3.0, 4.0}) z.update(x);
   // {1, 2, 3, 4}: mean 2.5, sample variance 5/3; limit 2.5 + 2 sqrt(5/3) = 5.0820.
   const double sd = std::sqrt(5.0 / 3.0);
@@ -199,11 +199,11 @@ TEST_CASE("SpikeDampener z-score: x > mean + k sigma (sample sigma)", "[stabilit
   CHECK(d.limit == Approx(3.5 + 2 * sd));
   CHECK(d.scale == Approx((3.5 + 2 * sd) / 6.1));
   sl::SpikeDampener<double, sl::detect::zscore> defaults;
-  CHECK(defaults.settings().sigma_factor == 6.0);
+  CHECK(defaults.settings().detector.sigma_factor == 6.0);
 }
 
 TEST_CASE("SpikeDampener robust z-score: x > median + k 1.4826 MAD", "[stability][spike]") {
-  sl::SpikeDampener<double, sl::detect::mad_zscore> odd({.window = 5, .sigma_factor = 2.0});
+  sl::SpikeDampener<double, sl::detect::mad_zscore> odd({.window = 5, .detector = {.sigma_factor = 2.0}});
   for (double x : {1.0, 2.0, 3.0, 4.0, 100.0}) odd.update(x);  // warm-up accepts the 100
   // median 3; deviations {2, 1, 0, 1, 97}: MAD 1; limit 3 + 2 * 1.4826 = 5.9652, the 100 ignored.
   auto d = odd.update(5.96);
@@ -214,7 +214,7 @@ TEST_CASE("SpikeDampener robust z-score: x > median + k 1.4826 MAD", "[stability
   CHECK(d.is_spike);
   CHECK(d.limit == Approx(4 + 2 * 1.4826 * 1.96));
 
-  sl::SpikeDampener<double, sl::detect::mad_zscore> even({.window = 4, .sigma_factor = 3.0});
+  sl::SpikeDampener<double, sl::detect::mad_zscore> even({.window = 4, .detector = {.sigma_factor = 3.0}});
   for (double x : {1.0, 2.0, 3.0, 10.0}) even.update(x);
   // median 2.5; deviations {1.5, 0.5, 0.5, 7.5}: MAD (0.5 + 1.5) / 2 = 1; limit 2.5 + 3 * 1.4826.
   d = even.update(7.0);
@@ -222,7 +222,7 @@ TEST_CASE("SpikeDampener robust z-score: x > median + k 1.4826 MAD", "[stability
   CHECK(d.limit == Approx(2.5 + 3 * 1.4826));
 
   // A partial window decides once `warmup` values are in (window 50, warm-up 3).
-  sl::SpikeDampener<double, sl::detect::mad_zscore> partial({.window = 50, .warmup = 3, .sigma_factor = 1.0});
+  sl::SpikeDampener<double, sl::detect::mad_zscore> partial({.window = 50, .warmup = 3, .detector = {.sigma_factor = 1.0}});
   for (double x : {1.0, 2.0}) CHECK(partial.update(x).warming_up);
   partial.update(4.0);  // third value: still warm-up, now ready
   d = partial.update(10.0);  // {1, 2, 4}: median 2, MAD 1: limit 3.4826
@@ -232,7 +232,7 @@ TEST_CASE("SpikeDampener robust z-score: x > median + k 1.4826 MAD", "[stability
 
 TEST_CASE("SpikeDampener guards raise the limit for every detector", "[stability][spike]") {
   // Ratio guard: the mean is 1, the detector's limit 2, min_ratio 3 raises it to 3.
-  sl::SpikeDampener<double> ratio({.window = 3, .threshold = 2.0, .min_ratio = 3.0});
+  sl::SpikeDampener<double> ratio({.window = 3, .min_ratio = 3.0, .detector = {.threshold = 2.0}});
   for (int i = 0; i < 3; ++i) ratio.update(1.0);
   auto d = ratio.update(2.5);
   CHECK_FALSE(d.is_spike);  // above 2x, below 3x: a hard batch, accepted (the mean becomes 1.5)
@@ -242,7 +242,7 @@ TEST_CASE("SpikeDampener guards raise the limit for every detector", "[stability
   CHECK(d.effective == Approx(4.5));  // dampened to the guarded limit
 
   // Absolute guard: reference 0.003, the 2x limit 0.006; min_excess 0.01 raises it to 0.013.
-  sl::SpikeDampener<double> excess({.window = 3, .threshold = 2.0, .min_excess = 0.01});
+  sl::SpikeDampener<double> excess({.window = 3, .min_excess = 0.01, .detector = {.threshold = 2.0}});
   for (int i = 0; i < 3; ++i) excess.update(0.003);
   CHECK_FALSE(excess.update(0.012).is_spike);
   d = excess.update(0.02);  // the window now holds {0.003, 0.003, 0.012}: mean 0.006, limit 0.016
@@ -250,8 +250,8 @@ TEST_CASE("SpikeDampener guards raise the limit for every detector", "[stability
   CHECK(d.limit == Approx(0.016));
 
   // A z-score limit collapses onto the mean of a smooth stream: a 1.2x batch is "many sigma".
-  sl::SpikeDampener<double, sl::detect::zscore> bare({.window = 4, .sigma_factor = 6.0});
-  sl::SpikeDampener<double, sl::detect::zscore> guarded({.window = 4, .sigma_factor = 6.0, .min_ratio = 1.5});
+  sl::SpikeDampener<double, sl::detect::zscore> bare({.window = 4, .detector = {.sigma_factor = 6.0}});
+  sl::SpikeDampener<double, sl::detect::zscore> guarded({.window = 4, .min_ratio = 1.5, .detector = {.sigma_factor = 6.0}});
   for (double x : {1.0, 1.001, 0.999, 1.0}) {
     bare.update(x);
     guarded.update(x);
@@ -262,7 +262,7 @@ TEST_CASE("SpikeDampener guards raise the limit for every detector", "[stability
 }
 
 TEST_CASE("SpikeDampener EMA z-score on the gradient norm (ZClip)", "[stability][spike]") {
-  sl::SpikeDampener<double, sl::detect::ema_zscore> zclip({.warmup = 2, .alpha = 0.5, .z_threshold = 1.0});
+  sl::SpikeDampener<double, sl::detect::ema_zscore> zclip({.warmup = 2, .detector = {.alpha = 0.5, .z_threshold = 1.0}});
   zclip.update(0.0, 1.0);
   zclip.update(0.0, 3.0);  // warm-up: mu = 2, variance (population) = 1
   // g = 2.5: limit 2 + 1 = 3, accepted; mu = 0.5*2 + 0.5*2.5 = 2.25,
@@ -281,8 +281,8 @@ TEST_CASE("SpikeDampener EMA z-score on the gradient norm (ZClip)", "[stability]
   d = zclip.update(0.0, 0.0);
   CHECK(d.limit == Approx(mu + std::sqrt(var)));
   sl::SpikeDampener<float, sl::detect::ema_zscore> defaults;
-  CHECK(defaults.settings().alpha == 0.97);
-  CHECK(defaults.settings().z_threshold == 2.5);
+  CHECK(defaults.settings().detector.alpha == 0.97);
+  CHECK(defaults.settings().detector.z_threshold == 2.5);
 }
 
 TEST_CASE("window_median and windowed_stats match brute force", "[stability][spike][window]") {
@@ -317,17 +317,17 @@ TEST_CASE("window_median and windowed_stats match brute force", "[stability][spi
 
 TEST_CASE("SpikeDampener rejects bad parameters", "[stability][spike][errors]") {
   CHECK_THROWS_WITH(sl::SpikeDampener<double>({.window = 0}), "SpikeDampener: window must be > 0, got 0");
-  CHECK_THROWS_WITH(sl::SpikeDampener<double>({.threshold = 1.0}), "SpikeDampener: threshold must be finite and > 1, got 1");
-  CHECK_THROWS_AS(sl::SpikeDampener<double>({.threshold = 0.5}), sl::invalid_parameter);
+  CHECK_THROWS_WITH(sl::SpikeDampener<double>({.detector = {.threshold = 1.0}}), "SpikeDampener: threshold must be finite and > 1, got 1");
+  CHECK_THROWS_AS(sl::SpikeDampener<double>({.detector = {.threshold = 0.5}}), sl::invalid_parameter);
   CHECK_THROWS_AS(sl::SpikeDampener<double>({.window = 4, .warmup = 5}), sl::invalid_parameter);
-  CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::zscore>({.sigma_factor = 0.0})), sl::invalid_parameter);
-  CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::ema_zscore>({.alpha = 1.0})), sl::invalid_parameter);
+  CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::zscore>({.detector = {.sigma_factor = 0.0}})), sl::invalid_parameter);
+  CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::ema_zscore>({.detector = {.alpha = 1.0}})), sl::invalid_parameter);
   CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::median_ratio>({.window = 0})), sl::invalid_parameter);
   CHECK_THROWS_WITH(sl::SpikeDampener<double>({.min_ratio = -1.0}),
                     "SpikeDampener: min_ratio must be finite and >= 0, got -1");
   CHECK_THROWS_AS(sl::SpikeDampener<double>({.min_excess = std::numeric_limits<double>::quiet_NaN()}),
                   sl::invalid_parameter);
-  CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::mad_zscore>({.sigma_factor = -2.0})), sl::invalid_parameter);
+  CHECK_THROWS_AS((sl::SpikeDampener<double, sl::detect::mad_zscore>({.detector = {.sigma_factor = -2.0}})), sl::invalid_parameter);
   // A standard deviation or a MAD needs two values: with window 1 they would never decide.
   CHECK_THROWS_WITH((sl::SpikeDampener<double, sl::detect::zscore>({.window = 1})),
                     "SpikeDampener: zscore needs window >= 2 (a spread needs two values), got 1");

@@ -17,7 +17,7 @@ namespace sl = steadyloss;
 TEMPLATE_TEST_CASE("Stabilizer runs policies in order on scalar inputs", "[stability][stabilizer]", float, double) {
   using T = TestType;
   sl::Stabilizer<sl::SpikeDampener<T>, sl::EmaSmoother<T>, sl::EarlyStopper<T>> guard(
-      sl::SpikeDampener<T>({.window = 4, .threshold = 2.0}), sl::EmaSmoother<T>({.factor = 0.5}),
+      sl::SpikeDampener<T>({.window = 4, .detector = {.threshold = 2.0}}), sl::EmaSmoother<T>({.factor = 0.5}),
       sl::EarlyStopper<T>({.patience = 6, .min_delta = 0.0}));
   // Warm-up; smoothed stays 1, which is no improvement on the best 1 (strict): wait 1, 2, 3.
   for (int i = 0; i < 4; ++i) guard.update(T(1), T(1));
@@ -211,7 +211,7 @@ TEST_CASE("Presets hold the table of presets.hpp", "[stability][presets]") {
   const auto& spikes = guard.get<sl::SpikeDampener<double, sl::detect::mad_zscore>>().settings();
   CHECK(spikes.window == 25);
   CHECK(spikes.warmup == 10);
-  CHECK(spikes.sigma_factor == 15.0);
+  CHECK(spikes.detector.sigma_factor == 15.0);
   CHECK(spikes.min_ratio == 1.5);
   CHECK(spikes.level_shift_after == 10);
   CHECK(spikes.mode == sl::spike_mode::dampen);

@@ -64,9 +64,11 @@ void check_resume(Make make, long long steps, std::vector<long long> checkpoints
 // and, until tuned, may hold its adaptive weights at 1).
 template <class T, class Detector>
 auto make_pipeline() {
+  typename sl::SpikeDampener<T, Detector>::config spikes{.window = 16};
+  if constexpr (requires { spikes.detector.sigma_factor; }) spikes.detector.sigma_factor = 4.0;
   return sl::Stabilizer<sl::SpikeDampener<T, Detector>, sl::EmaSmoother<T>, sl::AdaptiveWeight<2, T>,
                         sl::ErrorScale<2, T>, sl::EarlyStopper<T>, sl::StabilityMetrics<T>>(
-      sl::SpikeDampener<T, Detector>({.window = 16, .threshold = 2.0, .sigma_factor = 4.0}), sl::EmaSmoother<T>{},
+      sl::SpikeDampener<T, Detector>(spikes), sl::EmaSmoother<T>{},
       sl::AdaptiveWeight<2, T>{}, sl::ErrorScale<2, T>({.factor = 0.95}),
       sl::EarlyStopper<T>({.patience = 400, .min_delta = 0.0}), sl::StabilityMetrics<T>({.window = 16}));
 }
@@ -141,9 +143,9 @@ TEST_CASE("Corrupted, truncated, wrong-version or mismatched states are rejected
 
   // A well-formed state of another version (checksum recomputed so only the version is wrong).
   std::string old_version = good;
-  REQUIRE(old_version.rfind("steadyloss-state 4\n", 0) == 0);
-  old_version.replace(0, 18, "steadyloss-state 3");  // the format before non_finite_patience was saved
-  rejects(reseal(old_version), "unsupported version '3'");
+  REQUIRE(old_version.rfind("steadyloss-state 5\n", 0) == 0);
+  old_version.replace(0, 18, "steadyloss-state 4");  // the format before each detector saved its own settings
+  rejects(reseal(old_version), "unsupported version '4', this build reads version 5");
   rejects(reseal(old_version), "resume with the steadyloss version that wrote it, or start a new state");
   std::string bad_number = good;
   const auto at = bad_number.find("sum 0x");
@@ -229,7 +231,7 @@ TEST_CASE("Every state a windowed sum writes loads, even after large values left
       check_every_step_resumes(sl::SpikeDampener<double, sl::detect::mean_ratio>({.window = window}), dampen, stream,
                                3000);
       check_every_step_resumes(
-          sl::SpikeDampener<double, sl::detect::zscore>({.window = window, .sigma_factor = 3.0}), dampen, stream,
+          sl::SpikeDampener<double, sl::detect::zscore>({.window = window, .detector = {.sigma_factor = 3.0}}), dampen, stream,
           3000);
     }
   }

@@ -57,7 +57,7 @@ using one_dampener = sl::Stabilizer<sl::SpikeDampener<double, Detector>>;
 TEST_CASE("A state from a pipeline with any other decision-changing setting is rejected, naming it",
           "[stability][state]") {
   const std::string saved = state_after(sl::presets::stable_stabilizer<double>(), 60);
-  const sl::spike_config spikes = [] {  // the stable pipeline's: the calibrated detector, skipping
+  const auto spikes = [] {  // the stable pipeline's: the calibrated detector, skipping
     auto c = sl::presets::calibrated_spikes;
     c.mode = sl::presets::stable.spikes;
     return c;
@@ -68,7 +68,7 @@ TEST_CASE("A state from a pipeline with any other decision-changing setting is r
     guard.get<Dwa>() = Dwa(c);
     return guard;
   };
-  auto with_spikes = [&](sl::spike_config c) {
+  auto with_spikes = [&](sl::presets::calibrated_spike_dampener<double>::config c) {
     auto guard = sl::presets::stable_stabilizer<double>();
     guard.get<sl::presets::calibrated_spike_dampener<double>>() = sl::presets::calibrated_spike_dampener<double>(c);
     return guard;
@@ -94,22 +94,29 @@ TEST_CASE("A state from a pipeline with any other decision-changing setting is r
     check_rejects(target, saved, v.setting);
   }
 
-  // The detectors' own parameters.
+  // The detectors' own parameters, each saved in the detector's section.
+  const std::string mean_state = state_after(one_dampener<sl::detect::mean_ratio>(), 40);
+  one_dampener<sl::detect::mean_ratio> other_ratio(sl::SpikeDampener<double>({.detector = {.threshold = 3.0}}));
+  check_rejects(other_ratio, mean_state, "mean_ratio was saved with threshold = 2, this one has 3");
+  const std::string median_state = state_after(one_dampener<sl::detect::median_ratio>(), 40);
+  one_dampener<sl::detect::median_ratio> other_median_ratio(
+      sl::SpikeDampener<double, sl::detect::median_ratio>({.detector = {.threshold = 2.5}}));
+  check_rejects(other_median_ratio, median_state, "median_ratio was saved with threshold = 2, this one has 2.5");
   const std::string zscore_state = state_after(one_dampener<sl::detect::zscore>(), 40);
-  one_dampener<sl::detect::zscore> other_k(sl::SpikeDampener<double, sl::detect::zscore>({.sigma_factor = 3.0}));
+  one_dampener<sl::detect::zscore> other_k(sl::SpikeDampener<double, sl::detect::zscore>({.detector = {.sigma_factor = 3.0}}));
   check_rejects(other_k, zscore_state, "sigma_factor");
   const std::string ema_state = state_after(one_dampener<sl::detect::ema_zscore>(), 40);
-  one_dampener<sl::detect::ema_zscore> other_alpha(sl::SpikeDampener<double, sl::detect::ema_zscore>({.alpha = 0.9}));
+  one_dampener<sl::detect::ema_zscore> other_alpha(sl::SpikeDampener<double, sl::detect::ema_zscore>({.detector = {.alpha = 0.9}}));
   check_rejects(other_alpha, ema_state, "alpha");
-  one_dampener<sl::detect::ema_zscore> other_z(sl::SpikeDampener<double, sl::detect::ema_zscore>({.z_threshold = 3.0}));
+  one_dampener<sl::detect::ema_zscore> other_z(sl::SpikeDampener<double, sl::detect::ema_zscore>({.detector = {.z_threshold = 3.0}}));
   check_rejects(other_z, ema_state, "z_threshold");
   const std::string mad_state = state_after(one_dampener<sl::detect::mad_zscore>(), 40);
-  one_dampener<sl::detect::mad_zscore> other_mad_k(sl::SpikeDampener<double, sl::detect::mad_zscore>({.sigma_factor = 3.0}));
+  one_dampener<sl::detect::mad_zscore> other_mad_k(sl::SpikeDampener<double, sl::detect::mad_zscore>({.detector = {.sigma_factor = 3.0}}));
   check_rejects(other_mad_k, mad_state, "sigma_factor");
 
   // Two different doubles never print alike (shortest round-trip digits, not 6 significant).
   one_dampener<sl::detect::zscore> nearly_k(
-      sl::SpikeDampener<double, sl::detect::zscore>({.sigma_factor = std::nextafter(6.0, 7.0)}));
+      sl::SpikeDampener<double, sl::detect::zscore>({.detector = {.sigma_factor = std::nextafter(6.0, 7.0)}}));
   check_rejects(nearly_k, zscore_state, "saved with sigma_factor = 6, this one has 6.000000000000001");
 }
 
@@ -192,8 +199,8 @@ TEST_CASE("A CRLF-converted state says so and another version line names the ver
   check_rejects(target, crlf, "CRLF");
   // The version line edited by hand (checksum not recomputed): the version is what is wrong.
   std::string edited = good;
-  edited.replace(0, 18, "steadyloss-state 5");
-  check_rejects(target, edited, "unsupported version '5', this build reads version 4");
+  edited.replace(0, 18, "steadyloss-state 6");
+  check_rejects(target, edited, "unsupported version '6', this build reads version 5");
 }
 
 TEST_CASE("apply_weights takes an AdaptiveWeight or a Stabilizer", "[stability][state]") {

@@ -5,7 +5,8 @@
 // grad_norm) (grad_norm 0 when the log has none; the loss detectors never read it, ema_zscore
 // needs the column). The spike detector is chosen at run time (spike_detector; default the
 // stable preset's calibrated one, presets::calibrated_spike_detector with
-// presets::calibrated_spikes) and dispatched once, at the top, to one generic run<Detector, N>.
+// presets::calibrated_spikes) and dispatched once, at the top, to one generic run<Detector, N>,
+// which builds the detector's spike_config<Detector> from the run-time spike_settings.
 // Early stopping: when the log has a validation column it monitors the raw validation values, as
 // Lightning's EarlyStopping(monitor="val_loss") does (Lightning does not smooth): each row with a
 // validation value is one check, and patience counts checks. The EmaSmoother smooths the training
@@ -88,11 +89,46 @@ constexpr spike_detector detector_of() {
 /// The default: the stable preset's calibrated detector, found from its type so the two cannot drift.
 inline constexpr spike_detector default_spike_detector = detector_of<presets::calibrated_spike_detector>();
 
+/// The one setting of each detector that --spike-threshold sets: the ratio (mean_ratio,
+/// median_ratio), k (zscore, mad_zscore), z (ema_zscore). The detectors' other settings
+/// (ema_zscore's alpha) keep their defaults.
+inline double& threshold_of(detect::mean_ratio::config& c) { return c.threshold; }
+inline double& threshold_of(detect::median_ratio::config& c) { return c.threshold; }
+inline double& threshold_of(detect::zscore::config& c) { return c.sigma_factor; }
+inline double& threshold_of(detect::mad_zscore::config& c) { return c.sigma_factor; }
+inline double& threshold_of(detect::ema_zscore::config& c) { return c.z_threshold; }
+
+/// The spike settings as the command line sees them, for any detector: the settings every
+/// detector shares, and `threshold` (threshold_of: the number the detector reads its own way).
+struct spike_settings {
+  std::size_t window = 10, warmup = 0, level_shift_after = 0;
+  double threshold = 2.0;
+  double min_ratio = 0, min_excess = 0;
+  spike_mode mode = spike_mode::dampen;
+};
+
+/// SpikeDampener's config for Detector from the run-time settings.
+template <class Detector>
+spike_config<Detector> to_config(const spike_settings& s) {
+  spike_config<Detector> c{.window = s.window, .mode = s.mode, .warmup = s.warmup,
+                           .level_shift_after = s.level_shift_after, .min_ratio = s.min_ratio,
+                           .min_excess = s.min_excess};
+  threshold_of(c.detector) = s.threshold;
+  return c;
+}
+template <class Detector>
+spike_settings from_config(spike_config<Detector> c) {
+  return {.window = c.window, .warmup = c.warmup, .level_shift_after = c.level_shift_after,
+          .threshold = threshold_of(c.detector), .min_ratio = c.min_ratio, .min_excess = c.min_excess,
+          .mode = c.mode};
+}
+
 /// A detector's starting settings: presets::calibrated_spikes for the calibrated detector, else
-/// spike_config{}'s defaults (window 10, threshold 2.0, sigma_factor 6, z_threshold 2.5): those
-/// were chosen for the other detectors, the calibrated values for this one.
-inline spike_config default_spike_settings(spike_detector d) {
-  return d == default_spike_detector ? presets::calibrated_spikes : spike_config{};
+/// spike_config<Detector>{}'s defaults (window 10; threshold 2.0, k 6, z 2.5): those were chosen
+/// for the other detectors, the calibrated values for this one.
+inline spike_settings default_spike_settings(spike_detector d) {
+  if (d == default_spike_detector) return from_config(presets::calibrated_spikes);
+  return with_detector(d, []<class D>(std::type_identity<D>) { return from_config(spike_config<D>{}); });
 }
 
 /// What the spike flags set, each optional: given ones override the detector's defaults,
@@ -106,16 +142,12 @@ struct spike_flags {
 };
 
 /// The detector's defaults with the given flags applied.
-inline spike_config spike_settings(spike_detector d, const spike_flags& f) {
-  spike_config c = default_spike_settings(d);
+inline spike_settings apply_spike_flags(spike_detector d, const spike_flags& f) {
+  spike_settings c = default_spike_settings(d);
   if (f.window) c.window = *f.window;
   if (f.warmup) c.warmup = *f.warmup;
   if (f.level_shift_after) c.level_shift_after = *f.level_shift_after;
-  if (f.threshold) {
-    if (d == spike_detector::mean_ratio || d == spike_detector::median_ratio) c.threshold = *f.threshold;
-    else if (d == spike_detector::ema_zscore) c.z_threshold = *f.threshold;
-    else c.sigma_factor = *f.threshold;
-  }
+  if (f.threshold) c.threshold = *f.threshold;
   if (f.min_ratio) c.min_ratio = *f.min_ratio;
   if (f.min_excess) c.min_excess = *f.min_excess;
   if (f.mode) c.mode = *f.mode;
@@ -127,7 +159,7 @@ struct replay_options {
   double min_delta = 0.0005;
   stop_mode mode = stop_mode::min;
   spike_detector detector = default_spike_detector;
-  spike_config spikes = default_spike_settings(default_spike_detector);  ///< read by `detector`
+  spike_settings spikes = default_spike_settings(default_spike_detector);  ///< read by `detector`
   double smoothing = 0.1;
   double weight_lo = 0.7, weight_hi = 1.3;  ///< AdaptiveWeight bounds (used when term columns are given)
   enum class monitor_choice { automatic, loss, validation } monitor = monitor_choice::automatic;
@@ -140,10 +172,10 @@ struct replay_options {
   double weight_event_step = 0.05;  ///< print a weights event when a multiplier moved this much
   bool quiet = false;               ///< no per-event lines, only the summary
 
-  /// `detector` with its defaults and the given flags (spike_settings).
+  /// `detector` with its defaults and the given flags (apply_spike_flags).
   void set_spikes(spike_detector d, const spike_flags& f = {}) {
     detector = d;
-    spikes = spike_settings(d, f);
+    spikes = apply_spike_flags(d, f);
   }
 };
 
@@ -158,22 +190,22 @@ inline std::string number(double x) {
 
 /// "mad_zscore (window 50, warm-up 10, k 10, level shift after 10 spikes, dampen)": the detector
 /// and the settings it reads (level_shift_after and warm-up resolved as SpikeDampener does).
-inline std::string describe(spike_detector d, const spike_config& c) {
+template <class Detector>
+std::string describe(const spike_config<Detector>& c) {
   using detail::number;
   const std::size_t warmup = c.warmup == 0 ? c.window : c.warmup;
   const std::size_t level = c.level_shift_after == 0 ? std::max<std::size_t>(2, c.window) : c.level_shift_after;
-  std::string text = std::string(to_string(d)) + " (";
-  if (d == spike_detector::ema_zscore)
-    text += "gradient norm, alpha " + number(c.alpha) + ", z " + number(c.z_threshold) + ", warm-up " +
-            std::to_string(std::max<std::size_t>(2, warmup));
-  else {
-    text += "window " + std::to_string(c.window) + ", warm-up " +
-            std::to_string(d == spike_detector::zscore || d == spike_detector::mad_zscore
-                               ? std::max<std::size_t>(2, warmup) : warmup);
-    if (d == spike_detector::mean_ratio || d == spike_detector::median_ratio)
-      text += ", threshold " + number(c.threshold) + "x the " + (d == spike_detector::mean_ratio ? "mean" : "median");
-    else text += ", k " + number(c.sigma_factor);
-  }
+  std::string text = std::string(Detector::name) + " (";
+  if constexpr (std::is_same_v<Detector, detect::ema_zscore>)
+    text += "gradient norm, alpha " + number(c.detector.alpha) + ", z " + number(c.detector.z_threshold) +
+            ", warm-up " + std::to_string(std::max<std::size_t>(2, warmup));
+  else if constexpr (std::is_same_v<Detector, detect::mean_ratio> || std::is_same_v<Detector, detect::median_ratio>)
+    text += "window " + std::to_string(c.window) + ", warm-up " + std::to_string(warmup) + ", threshold " +
+            number(c.detector.threshold) + "x the " +
+            (std::is_same_v<Detector, detect::mean_ratio> ? "mean" : "median");
+  else  // zscore, mad_zscore
+    text += "window " + std::to_string(c.window) + ", warm-up " + std::to_string(std::max<std::size_t>(2, warmup)) +
+            ", k " + number(c.detector.sigma_factor);
   text += ", level shift after ";
   text += level == std::numeric_limits<std::size_t>::max() ? std::string("never") : std::to_string(level) + " spikes";
   if (c.min_ratio > 0) text += ", min ratio " + number(c.min_ratio);
@@ -182,6 +214,9 @@ inline std::string describe(spike_detector d, const spike_config& c) {
   text += ", ";
   text += modes[static_cast<std::size_t>(c.mode) % 3];
   return text + ")";
+}
+inline std::string describe(spike_detector d, const spike_settings& s) {
+  return with_detector(d, [&]<class D>(std::type_identity<D>) { return describe(to_config<D>(s)); });
 }
 
 struct replay_summary {
@@ -284,7 +319,7 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
   const EarlyStopper<double> stopper({.patience = o.patience, .min_delta = o.min_delta, .mode = o.mode});
   const EarlyStopper<double> inactive({.patience = std::numeric_limits<int>::max(), .min_delta = o.min_delta,
                                        .mode = o.mode, .stop_on_non_finite = false});
-  const SpikeDampener<double, Detector> dampener(o.spikes);
+  const SpikeDampener<double, Detector> dampener(to_config<Detector>(o.spikes));
   const EmaSmoother<double> smoother({.factor = o.smoothing});
   using guard_type = typename guard_for<Detector, N>::type;
   guard_type guard = [&] {
@@ -323,7 +358,7 @@ replay_summary run(log_reader& reader, const replay_options& o, std::ostream& ev
   s.monitors_validation = monitor_validation;
   s.smooths_validation = smooth_validation;
   s.monitored = monitored;
-  s.spike_detector = describe(o.detector, dampener.settings());
+  s.spike_detector = describe(dampener.settings());
   s.limit_on_grad_norm = on_grad_norm;
   s.weights.assign(N, 1.0);
   std::array<double, N> printed_weights;

@@ -22,7 +22,7 @@ namespace steadyloss::replay {
 
 /// The --help text; the spike defaults are printed from the settings the tool uses.
 inline std::string usage_text() {
-  const spike_config library{};
+  const spike_config<> library{};
   return std::string(
              "usage: steadyloss-replay LOG.csv [options]\n"
              "columns (by name; default: the usual spellings, see tools/replay/README.md):\n"
@@ -42,8 +42,9 @@ inline std::string usage_text() {
              "spikes (default: the calibrated detector, ") +
          describe(default_spike_detector, default_spike_settings(default_spike_detector)) +
          ";\n  any other detector starts from the library's defaults: window " + std::to_string(library.window) +
-         ", warm-up = window, threshold " + detail::number(library.threshold) + ", k " +
-         detail::number(library.sigma_factor) + ", z " + detail::number(library.z_threshold) +
+         ", warm-up = window, threshold " + detail::number(detect::mean_ratio::config{}.threshold) + ", k " +
+         detail::number(detect::zscore::config{}.sigma_factor) + ", z " +
+         detail::number(detect::ema_zscore::config{}.z_threshold) +
          ";\n  the flags below override the detector's defaults, in any order):\n"
          "  --spike-detector mean_ratio|median_ratio|zscore|mad_zscore|ema_zscore\n"
          "      mean_ratio, median_ratio: loss > X * the window's mean, median; zscore: loss > mean + k * sd;\n"

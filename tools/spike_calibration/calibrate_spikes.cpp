@@ -239,7 +239,7 @@ int main(int argc, char** argv) {
   for (std::size_t i = 0; i < settings.size(); ++i)
     if (settings[i].detector == steadyloss::presets::calibrated_spike_detector::name &&
         settings[i].window == shipped.window && settings[i].warmup == shipped.warmup &&
-        settings[i].threshold == shipped.sigma_factor && settings[i].min_ratio == shipped.min_ratio &&
+        settings[i].threshold == shipped.detector.sigma_factor && settings[i].min_ratio == shipped.min_ratio &&
         settings[i].level_shift_after == shipped.level_shift_after)
       preset = i;
   if (preset == settings.size()) {

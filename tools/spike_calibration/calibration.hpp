@@ -25,6 +25,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -241,16 +242,16 @@ struct detector_setting {
   double min_ratio = 0;    ///< guard: a spike must also exceed min_ratio x the reference (0 = off)
   std::size_t level_shift_after = 10;  ///< the same for every setting: a new level costs at most 10 flags
 
-  spike_config config() const {
-    spike_config c;
-    c.window = window;
-    c.level_shift_after = level_shift_after;
-    c.warmup = warmup;
-    c.mode = spike_mode::report;
-    c.min_ratio = min_ratio;
-    if (detector == "zscore" || detector == "mad_zscore") c.sigma_factor = threshold;
-    else if (detector == "ema_zscore") c.z_threshold = threshold;
-    else c.threshold = threshold;
+  /// SpikeDampener's config for Detector (named by `detector`): `threshold` is the setting the
+  /// detector reads as its ratio, k or z.
+  template <class Detector>
+  spike_config<Detector> config() const {
+    spike_config<Detector> c{.window = window, .mode = spike_mode::report, .warmup = warmup,
+                             .level_shift_after = level_shift_after, .min_ratio = min_ratio};
+    if constexpr (std::is_same_v<Detector, detect::zscore> || std::is_same_v<Detector, detect::mad_zscore>)
+      c.detector.sigma_factor = threshold;
+    else if constexpr (std::is_same_v<Detector, detect::ema_zscore>) c.detector.z_threshold = threshold;
+    else c.detector.threshold = threshold;  // mean_ratio, median_ratio
     return c;
   }
   std::string label() const {
@@ -278,7 +279,7 @@ struct tally {
 };
 
 template <class Detector>
-tally score_with(const spike_config& config, const loss_stream& s) {
+tally score_with(const spike_config<Detector>& config, const loss_stream& s) {
   SpikeDampener<double, Detector> dampener(config);
   tally t;
   for (std::size_t i = 0; i < s.loss.size(); ++i) {
@@ -299,12 +300,11 @@ tally score_with(const spike_config& config, const loss_stream& s) {
 }
 
 inline tally score(const detector_setting& setting, const loss_stream& s) {
-  const spike_config c = setting.config();
-  if (setting.detector == "mean_ratio") return score_with<detect::mean_ratio>(c, s);
-  if (setting.detector == "median_ratio") return score_with<detect::median_ratio>(c, s);
-  if (setting.detector == "zscore") return score_with<detect::zscore>(c, s);
-  if (setting.detector == "mad_zscore") return score_with<detect::mad_zscore>(c, s);
-  if (setting.detector == "ema_zscore") return score_with<detect::ema_zscore>(c, s);
+  if (setting.detector == "mean_ratio") return score_with(setting.config<detect::mean_ratio>(), s);
+  if (setting.detector == "median_ratio") return score_with(setting.config<detect::median_ratio>(), s);
+  if (setting.detector == "zscore") return score_with(setting.config<detect::zscore>(), s);
+  if (setting.detector == "mad_zscore") return score_with(setting.config<detect::mad_zscore>(), s);
+  if (setting.detector == "ema_zscore") return score_with(setting.config<detect::ema_zscore>(), s);
   throw std::invalid_argument("unknown detector '" + setting.detector + "'");
 }
 

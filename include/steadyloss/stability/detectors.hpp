@@ -1,7 +1,6 @@
 #pragma once
-// Spike detectors for SpikeDampener, one interface: ready() (warm-up done), limit() (a value
-// above it is a spike), accept(x) (a non-spike value enters the reference), on_spike(x),
-// clear() (forget every value: the start of a new level).
+// The built-in spike detectors for SpikeDampener (each a SpikeDetector, spike_detector.hpp),
+// each with a config of its own settings:
 //
 //   mean_ratio    x > threshold * mean(window)             (default; the original rule)
 //   median_ratio  x > threshold * median(window)           (robust to one outlier in the window)
@@ -23,46 +22,25 @@
 #include <vector>
 
 #include "../core/errors.hpp"
+#include "spike_detector.hpp"
 #include "state_io.hpp"
 #include "window.hpp"
 
 namespace steadyloss {
 
-enum class spike_mode { dampen, skip, report };
-
-/// Settings of SpikeDampener; each detector reads the ones it needs.
-struct spike_config {
-  std::size_t window = 10;      ///< accepted values in the reference window (> 0)
-  double threshold = 2.0;       ///< ratio detectors: spike iff x > threshold * reference (> 1)
-  spike_mode mode = spike_mode::dampen;
-  std::size_t warmup = 0;       ///< accepted values before any decision; 0 = window
-  /// A run of this many consecutive spikes is a new level, not a spike: the reference restarts
-  /// from the run's values (the last `window` of them) and the step is accepted. 0 = window (at
-  /// least 2); otherwise >= 2; SIZE_MAX never. Without it a loss that settles above threshold x its old level would
-  /// be scaled forever.
-  std::size_t level_shift_after = 0;
-  double sigma_factor = 6.0;    ///< zscore: k
-  double alpha = 0.97;          ///< ema_zscore: EMA weight of history, in (0, 1)
-  double z_threshold = 2.5;     ///< ema_zscore: z
-  // Guards, for every detector: a value above the limit is a spike only if it also exceeds
-  // min_ratio x the reference (the window's mean or median, the EMA mean) and exceeds the
-  // reference by more than min_excess (in the loss's units). A z-score limit collapses onto the
-  // mean on a smooth stream, where a 1.2x batch would be "13 sigma": min_ratio keeps it a batch.
-  double min_ratio = 0;         ///< >= 0; 0 = off
-  double min_excess = 0;        ///< >= 0; 0 = off
-};
-
 namespace detail {
-inline std::size_t effective_warmup(const spike_config& c) { return c.warmup == 0 ? c.window : c.warmup; }
-
 // zscore and mad_zscore: their warm-up is at least 2 values (a spread needs two), so a window of
 // 1 would never be ready and never decide.
-inline void validate_spread_detector(std::string_view detector, const spike_config& c) {
-  if (c.window < 2)
+inline void validate_spread_detector(std::string_view detector, double sigma_factor, std::size_t window) {
+  if (window < 2)
     fail<invalid_parameter>("SpikeDampener: ", detector, " needs window >= 2 (a spread needs two values), got ",
-                            c.window);
-  if (!(c.sigma_factor > 0.0) || !std::isfinite(c.sigma_factor))
-    fail<invalid_parameter>("SpikeDampener: sigma_factor must be finite and > 0, got ", c.sigma_factor);
+                            window);
+  if (!(sigma_factor > 0.0) || !std::isfinite(sigma_factor))
+    fail<invalid_parameter>("SpikeDampener: sigma_factor must be finite and > 0, got ", sigma_factor);
+}
+inline void validate_ratio(double threshold) {
+  if (!(threshold > 1.0) || !std::isfinite(threshold))
+    fail<invalid_parameter>("SpikeDampener: threshold must be finite and > 1, got ", threshold);
 }
 
 inline void save_window(state_writer& out, const windowed_stats& w) {
@@ -145,23 +123,33 @@ inline void load_median_window(state_reader& in, window_median& w) {
 
 namespace detect {
 
+// Each detector: `config` (its own settings, with their defaults), `validate(config, window)`
+// (throws steadyloss::invalid_parameter naming the setting; the constructor calls it), and the
+// constructor from (config, window, warmup), warmup resolved by SpikeDampener (> 0).
+
 struct mean_ratio {
   static constexpr std::string_view name = "mean_ratio";
   static constexpr bool watches_grad_norm = false;
-  static void validate(const spike_config& c) {
-    if (!(c.threshold > 1.0) || !std::isfinite(c.threshold))
-      detail::fail<invalid_parameter>("SpikeDampener: threshold must be finite and > 1, got ", c.threshold);
-  }
-  explicit mean_ratio(const spike_config& c)
-      : stats_(c.window), threshold_(c.threshold), warmup_(detail::effective_warmup(c)) {}
+  struct config {
+    double threshold = 2.0;  ///< spike iff x > threshold * mean(window); finite, > 1
+  };
+  static void validate(const config& c, std::size_t /*window*/) { detail::validate_ratio(c.threshold); }
+  mean_ratio(const config& c, std::size_t window, std::size_t warmup)
+      : stats_(window), threshold_((validate(c, window), c.threshold)), warmup_(warmup) {}
   bool ready() const { return stats_.size() >= warmup_; }
   double reference() const { return stats_.mean(); }
   double limit() const { return threshold_ * stats_.mean(); }
   void accept(double x) { stats_.push(x); }
   void on_spike(double) {}
   void clear() { stats_.clear(); }
-  void save(state_writer& out) const { detail::save_window(out, stats_); }
-  void load(state_reader& in) { detail::load_window(in, stats_); }
+  void save(state_writer& out) const {
+    out.put("threshold", threshold_);
+    detail::save_window(out, stats_);
+  }
+  void load(state_reader& in) {
+    in.expect_config(name, "threshold", threshold_);
+    detail::load_window(in, stats_);
+  }
 
  private:
   detail::windowed_stats stats_;
@@ -172,17 +160,26 @@ struct mean_ratio {
 struct median_ratio {
   static constexpr std::string_view name = "median_ratio";
   static constexpr bool watches_grad_norm = false;
-  static void validate(const spike_config& c) { mean_ratio::validate(c); }
-  explicit median_ratio(const spike_config& c)
-      : window_(c.window), threshold_(c.threshold), warmup_(detail::effective_warmup(c)) {}
+  struct config {
+    double threshold = 2.0;  ///< spike iff x > threshold * median(window); finite, > 1
+  };
+  static void validate(const config& c, std::size_t /*window*/) { detail::validate_ratio(c.threshold); }
+  median_ratio(const config& c, std::size_t window, std::size_t warmup)
+      : window_(window), threshold_((validate(c, window), c.threshold)), warmup_(warmup) {}
   bool ready() const { return window_.size() >= warmup_; }
   double reference() const { return window_.median(); }
   double limit() const { return threshold_ * window_.median(); }
   void accept(double x) { window_.push(x); }
   void on_spike(double) {}
   void clear() { window_.clear(); }
-  void save(state_writer& out) const { detail::save_median_window(out, window_); }
-  void load(state_reader& in) { detail::load_median_window(in, window_); }
+  void save(state_writer& out) const {
+    out.put("threshold", threshold_);
+    detail::save_median_window(out, window_);
+  }
+  void load(state_reader& in) {
+    in.expect_config(name, "threshold", threshold_);
+    detail::load_median_window(in, window_);
+  }
 
  private:
   detail::window_median window_;
@@ -193,9 +190,14 @@ struct median_ratio {
 struct zscore {
   static constexpr std::string_view name = "zscore";
   static constexpr bool watches_grad_norm = false;
-  static void validate(const spike_config& c) { detail::validate_spread_detector(name, c); }
-  explicit zscore(const spike_config& c)
-      : stats_(c.window), k_(c.sigma_factor), warmup_(std::max<std::size_t>(2, detail::effective_warmup(c))) {}
+  struct config {
+    double sigma_factor = 6.0;  ///< k: spike iff x > mean + k * sigma(window); finite, > 0
+  };
+  static void validate(const config& c, std::size_t window) {
+    detail::validate_spread_detector(name, c.sigma_factor, window);
+  }
+  zscore(const config& c, std::size_t window, std::size_t warmup)
+      : stats_(window), k_((validate(c, window), c.sigma_factor)), warmup_(std::max<std::size_t>(2, warmup)) {}
   bool ready() const { return stats_.size() >= warmup_; }
   double reference() const { return stats_.mean(); }
   double limit() const { return stats_.mean() + k_ * std::sqrt(stats_.sample_variance()); }
@@ -226,10 +228,15 @@ struct zscore {
 struct mad_zscore {
   static constexpr std::string_view name = "mad_zscore";
   static constexpr bool watches_grad_norm = false;
-  static void validate(const spike_config& c) { detail::validate_spread_detector(name, c); }
-  explicit mad_zscore(const spike_config& c)
-      : window_(c.window), deviations_(c.window), k_(c.sigma_factor),
-        warmup_(std::max<std::size_t>(2, detail::effective_warmup(c))) {}
+  struct config {
+    double sigma_factor = 6.0;  ///< k: spike iff x > median + k * 1.4826 * MAD(window); finite, > 0
+  };
+  static void validate(const config& c, std::size_t window) {
+    detail::validate_spread_detector(name, c.sigma_factor, window);
+  }
+  mad_zscore(const config& c, std::size_t window, std::size_t warmup)
+      : window_(window), deviations_(window), k_((validate(c, window), c.sigma_factor)),
+        warmup_(std::max<std::size_t>(2, warmup)) {}
   bool ready() const { return window_.size() >= warmup_; }
   double reference() const { return window_.median(); }
   double limit() const {
@@ -268,14 +275,19 @@ struct mad_zscore {
 struct ema_zscore {
   static constexpr std::string_view name = "ema_zscore";
   static constexpr bool watches_grad_norm = true;
-  static void validate(const spike_config& c) {
+  struct config {
+    double alpha = 0.97;       ///< EMA weight of history, in (0, 1)
+    double z_threshold = 2.5;  ///< z: spike iff g > mu + z * sigma; finite, > 0
+  };
+  static void validate(const config& c, std::size_t /*window*/) {
     if (!(c.alpha > 0.0 && c.alpha < 1.0))
       detail::fail<invalid_parameter>("SpikeDampener: alpha must be in (0, 1), got ", c.alpha);
     if (!(c.z_threshold > 0.0) || !std::isfinite(c.z_threshold))
       detail::fail<invalid_parameter>("SpikeDampener: z_threshold must be finite and > 0, got ", c.z_threshold);
   }
-  explicit ema_zscore(const spike_config& c)
-      : alpha_(c.alpha), z_(c.z_threshold), warmup_(std::max<std::size_t>(2, detail::effective_warmup(c))) {}
+  // The window only bounds the warm-up of the loss detectors: the EMAs have no window.
+  ema_zscore(const config& c, std::size_t window, std::size_t warmup)
+      : alpha_((validate(c, window), c.alpha)), z_(c.z_threshold), warmup_(std::max<std::size_t>(2, warmup)) {}
   bool ready() const { return count_ >= warmup_; }
   double reference() const { return mean_; }
   double limit() const { return mean_ + z_ * std::sqrt(variance_); }

@@ -17,6 +17,8 @@
 // be scaled, or in skip mode frozen, forever.
 // Guards (spike_config::min_ratio, min_excess; off by default) raise the limit to at least
 // min_ratio x the reference and the reference + min_excess, for every detector.
+// The detector is any SpikeDetector (spike_detector.hpp): spike_config<Detector> holds the
+// settings every detector shares and, in `detector`, the detector's own config.
 
 #include <algorithm>
 #include <cmath>
@@ -26,10 +28,34 @@
 
 #include "../core/errors.hpp"
 #include "detectors.hpp"
+#include "spike_detector.hpp"
 #include "state_io.hpp"
 #include "step.hpp"
 
 namespace steadyloss {
+
+enum class spike_mode { dampen, skip, report };
+
+/// Settings of SpikeDampener<T, Detector>: the ones every detector shares, and the detector's own
+/// in `detector` (e.g. `.detector = {.threshold = 2.0}` for detect::mean_ratio).
+template <class Detector = detect::mean_ratio>
+struct spike_config {
+  std::size_t window = 10;  ///< accepted values in the reference window (> 0)
+  spike_mode mode = spike_mode::dampen;
+  std::size_t warmup = 0;   ///< accepted values before any decision; 0 = window
+  /// A run of this many consecutive spikes is a new level, not a spike: the reference restarts
+  /// from the run's values (the last `window` of them) and the step is accepted. 0 = window (at
+  /// least 2); otherwise >= 2; SIZE_MAX never. Without it a loss that settles above threshold x
+  /// its old level would be scaled forever.
+  std::size_t level_shift_after = 0;
+  // Guards, for every detector: a value above the limit is a spike only if it also exceeds
+  // min_ratio x the reference (the window's mean or median, the EMA mean) and exceeds the
+  // reference by more than min_excess (in the loss's units). A z-score limit collapses onto the
+  // mean on a smooth stream, where a 1.2x batch would be "13 sigma": min_ratio keeps it a batch.
+  double min_ratio = 0;     ///< >= 0; 0 = off
+  double min_excess = 0;    ///< >= 0; 0 = off
+  typename Detector::config detector{};  ///< the detector's own settings
+};
 
 /// What SpikeDampener decided for one step.
 template <class T>
@@ -46,6 +72,12 @@ struct spike_decision {
 
 template <class T = float, class Detector = detect::mean_ratio>
 class SpikeDampener {
+  static_assert(SpikeDetector<Detector>,
+                "steadyloss: SpikeDampener<T, Detector>: Detector is not a SpikeDetector; it needs a default-"
+                "constructible `config`, a constructor from (const config&, std::size_t window, std::size_t "
+                "warmup), `static constexpr std::string_view name`, ready(), limit(), reference(), accept(double), "
+                "clear(), save(state_writer&) const and load(state_reader&) (see stability/spike_detector.hpp)");
+
  public:
   using value_type = T;
   using detector_type = Detector;
@@ -53,11 +85,12 @@ class SpikeDampener {
   using depends_on = type_list<>;
   static constexpr std::string_view name = "SpikeDampener";
 
-  using config = spike_config;
+  using config = spike_config<Detector>;
 
   SpikeDampener() : SpikeDampener(config{}) {}
   explicit SpikeDampener(config c)
-      : config_(validated(c)), detector_(config_), run_values_(config_.window) {}
+      : config_(validated(c)), detector_(config_.detector, config_.window, effective_warmup(config_)),
+        run_values_(config_.window) {}
 
   /// One step: the loss and, for gradient-norm detectors, the gradient norm.
   spike_decision<T> update(T loss, T grad_norm = T(0)) {
@@ -88,9 +121,8 @@ class SpikeDampener {
   void save(state_writer& out) const {
     out.begin(name);
     out.put("detector_window", static_cast<double>(config_.window));
-    out.put("threshold", config_.threshold);
     out.put_word("mode", mode_names[static_cast<std::size_t>(config_.mode)]);
-    out.put("warmup", static_cast<double>(detail::effective_warmup(config_)));
+    out.put("warmup", static_cast<double>(effective_warmup(config_)));
     out.put("level_shift_after", static_cast<double>(config_.level_shift_after));
     out.put("min_ratio", config_.min_ratio);
     out.put("min_excess", config_.min_excess);
@@ -108,9 +140,8 @@ class SpikeDampener {
   void load(state_reader& in) {
     in.begin(name);
     in.expect_config(name, "detector_window", static_cast<double>(config_.window));
-    in.expect_config(name, "threshold", config_.threshold);
     in.expect_choice(name, "mode", static_cast<long long>(config_.mode), {mode_names[0], mode_names[1], mode_names[2]});
-    in.expect_config(name, "warmup", static_cast<double>(detail::effective_warmup(config_)));
+    in.expect_config(name, "warmup", static_cast<double>(effective_warmup(config_)));
     in.expect_config(name, "level_shift_after", static_cast<double>(config_.level_shift_after));
     in.expect_config(name, "min_ratio", config_.min_ratio);
     in.expect_config(name, "min_excess", config_.min_excess);
@@ -148,6 +179,9 @@ class SpikeDampener {
 
  private:
   static constexpr std::string_view mode_names[] = {"dampen", "skip", "report"};
+  static constexpr bool watches_grad_norm = detail::watches_grad_norm<Detector>();
+
+  static std::size_t effective_warmup(const config& c) { return c.warmup == 0 ? c.window : c.warmup; }
 
   struct raw_decision {
     double scale = 1;
@@ -161,7 +195,7 @@ class SpikeDampener {
       detail::fail<invalid_parameter>("SpikeDampener: level_shift_after must be 0 (= window) or >= 2, got 1 "
                                       "(every spike would be taken as a new level)");
     if (c.level_shift_after == 0) c.level_shift_after = c.window < 2 ? 2 : c.window;
-    if (c.warmup > c.window && !Detector::watches_grad_norm)
+    if (c.warmup > c.window && !watches_grad_norm)
       detail::fail<invalid_parameter>("SpikeDampener: warmup must be <= window (", c.window, "), got ", c.warmup);
     if (c.mode != spike_mode::dampen && c.mode != spike_mode::skip && c.mode != spike_mode::report)
       detail::fail<invalid_parameter>("SpikeDampener: mode must be dampen, skip or report, got ",
@@ -170,8 +204,7 @@ class SpikeDampener {
       detail::fail<invalid_parameter>("SpikeDampener: min_ratio must be finite and >= 0, got ", c.min_ratio);
     if (!(c.min_excess >= 0.0) || !std::isfinite(c.min_excess))
       detail::fail<invalid_parameter>("SpikeDampener: min_excess must be finite and >= 0, got ", c.min_excess);
-    Detector::validate(c);
-    return c;
+    return c;  // the detector's own settings: its constructor validates them
   }
 
   raw_decision decide(double loss, double grad_norm, bool finite) {
@@ -181,7 +214,7 @@ class SpikeDampener {
       d.non_finite = d.skipped = true;
       d.scale = 0;
     } else {
-      const double x = Detector::watches_grad_norm ? grad_norm : loss;
+      const double x = watches_grad_norm ? grad_norm : loss;
       if (!detector_.ready()) {
         d.warming_up = true;
         detector_.accept(x);
@@ -203,9 +236,9 @@ class SpikeDampener {
             d.skipped = true;
           } else if (config_.mode == spike_mode::dampen) {
             d.scale = d.limit / x;
-            if (!Detector::watches_grad_norm) d.effective = d.limit;
+            if (!watches_grad_norm) d.effective = d.limit;
           }
-          detector_.on_spike(x);
+          detail::notify_spike(detector_, x);
         }
       }
     }

@@ -1,7 +1,7 @@
 #pragma once
 // The resume format of every step policy and of the Stabilizer: versioned, portable text.
 //
-//   steadyloss-state 4
+//   steadyloss-state 5
 //   begin EmaSmoother
 //   factor 0x1.999999999999ap-4
 //   steps 17
@@ -26,7 +26,8 @@
 // and temperature; the zscore and ema_zscore detectors' parameters; EarlyStopper's other
 // options), so a state from a differently configured pipeline is rejected naming the setting.
 // Version 4 adds EarlyStopper's non_finite_patience (and the ValidationStopper section,
-// validation.hpp).
+// validation.hpp). Version 5 moves the ratio detectors' threshold from SpikeDampener's section
+// into the detector's, where every detector saves its own settings.
 
 #include <algorithm>
 #include <charconv>
@@ -48,8 +49,8 @@
 namespace steadyloss {
 
 // 2: level shifts, non-finite runs; 3: every decision-changing setting, validated ranges;
-// 4: EarlyStopper's non_finite_patience
-inline constexpr int state_format_version = 4;
+// 4: EarlyStopper's non_finite_patience; 5: each spike detector saves its own settings
+inline constexpr int state_format_version = 5;
 
 /// The largest counter a state may hold (2^53; see above).
 inline constexpr long long max_state_counter = 1LL << 53;

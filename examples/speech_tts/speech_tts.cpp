@@ -37,7 +37,6 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
-#include <map>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -377,6 +376,70 @@ std::vector<example> training_examples(const shared_data& data, const scenario& 
   return out;
 }
 
+/// Draws a run's batches: epochs of the training pairs in an order shuffled by Fisher-Yates
+/// driven by splitmix64; with probability bad_batches a batch is a bad shard, every pair of it
+/// replaced by a bad version (its kind drawn per pair).
+class batch_sampler {
+ public:
+  batch_sampler(const shared_data& data, const std::vector<example>& train, const scenario& sc, int seed,
+                std::size_t batch_size)
+      : data_(data), train_(train), bad_batches_(sc.bad_batches), order_(train.size()),
+        batch_size_(std::min(train.size(), batch_size)), cursor_(train.size()),
+        order_state_(0x0bde0000ULL + std::uint64_t(seed)), schedule_state_(0x5c4e0000ULL + std::uint64_t(seed)),
+        damage_state_(0xda3a0000ULL + std::uint64_t(seed)) {
+    for (std::size_t i = 0; i < order_.size(); ++i) order_[i] = i;
+    replaced_.reserve(batch_size_);  // items point into it: no reallocation
+  }
+
+  /// The next batch's pairs (valid until the next call).
+  std::vector<const example*> next() {
+    if (cursor_ + batch_size_ > order_.size()) {  // a new epoch
+      for (std::size_t i = order_.size(); i > 1; --i) std::swap(order_[i - 1], order_[speech::faults::below(order_state_, i)]);
+      cursor_ = 0;
+    }
+    const bool bad_shard = speech::faults::uniform(schedule_state_) < bad_batches_;
+    replaced_.clear();
+    std::vector<const example*> items;
+    for (std::size_t k = 0; k < batch_size_; ++k) {
+      const std::size_t index = order_[cursor_ + k];
+      if (bad_shard) {
+        const auto kind = speech::faults::kind_in_turn(speech::faults::below(damage_state_, 3));
+        const int bins = data_.dataset->mel_bins;
+        replaced_.push_back(to_example(speech::faults::make_bad(data_.train, index, kind, bins, damage_state_), *data_.dataset));
+        items.push_back(&replaced_.back());
+      } else {
+        items.push_back(&train_[index]);
+      }
+    }
+    cursor_ += batch_size_;
+    return items;
+  }
+
+ private:
+  const shared_data& data_;
+  const std::vector<example>& train_;
+  double bad_batches_;
+  std::vector<std::size_t> order_;
+  std::size_t batch_size_, cursor_;
+  std::uint64_t order_state_, schedule_state_, damage_state_;
+  std::vector<example> replaced_;
+};
+
+/// The mean validation total of `validation_loss` (base weights, initial error scale: comparable
+/// from check to check) over the validation batches.
+template <class Loss>
+double validation_total(speech_model& model, const Loss& validation_loss, const std::vector<batch>& set) {
+  torch::NoGradGuard no_grad;
+  double total = 0;
+  for (const auto& b : set) {
+    const auto [mel, stop] = model.forward(b);
+    const auto lengths = sl::libtorch::lengths(b.lengths);
+    total += sl::libtorch::evaluate(validation_loss, sl::libtorch::inputs(mel, b.mel, lengths),
+                                    sl::libtorch::inputs(stop, b.stop, lengths)).result.total;
+  }
+  return total / double(set.size());
+}
+
 template <class MelTerm>
 run_record run(const configuration& config, const scenario& sc, const study_settings& s, int seed,
                const shared_data& data, MelTerm mel_term, progress_state& progress, bool keep_picture) {
@@ -390,9 +453,8 @@ run_record run(const configuration& config, const scenario& sc, const study_sett
 
   // Data, batch order, schedule of bad batches and initial weights depend on the seed only:
   // configurations are compared on identical runs.
-  std::vector<example> train = training_examples(data, sc, seed);
-  std::uint64_t order_state = 0x0bde0000ULL + std::uint64_t(seed), schedule_state = 0x5c4e0000ULL + std::uint64_t(seed);
-  std::uint64_t damage_state = 0xda3a0000ULL + std::uint64_t(seed);
+  const std::vector<example> train = training_examples(data, sc, seed);
+  batch_sampler sampler(data, train, sc, seed, std::size_t(s.batch_size));
   std::shared_ptr<speech_model> model;
   {
     std::lock_guard lock(init_mutex);
@@ -412,35 +474,12 @@ run_record run(const configuration& config, const scenario& sc, const study_sett
   sl::SpikeDampener<float> spike_meter({.window = 10, .mode = sl::spike_mode::report, .detector = {.threshold = 2.0}});
   const bool spike_handling = p.spike_detection && !config.oracle;
 
-  std::vector<std::size_t> order(train.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  const std::size_t batch_size = std::min(order.size(), std::size_t(s.batch_size));
-  std::size_t cursor = order.size();
   std::vector<long long> eval_steps;
   std::vector<double> heldout_series;
   rec.rows.reserve(std::size_t(s.steps));
   int step = 0;
   for (; step < s.steps; ++step) {
-    if (cursor + batch_size > order.size()) {  // a new epoch: Fisher-Yates by splitmix64
-      for (std::size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[speech::faults::below(order_state, i)]);
-      cursor = 0;
-    }
-    // A bad batch (a bad shard): every pair of it replaced by a bad version, drawn per pair.
-    const bool bad_batch = speech::faults::uniform(schedule_state) < sc.bad_batches;
-    std::vector<example> replaced;
-    replaced.reserve(batch_size);
-    std::vector<const example*> items;
-    for (std::size_t k = 0; k < batch_size; ++k) {
-      const std::size_t index = order[cursor + k];
-      if (bad_batch) {
-        const auto kind = speech::faults::kind_in_turn(speech::faults::below(damage_state, 3));
-        replaced.push_back(to_example(speech::faults::make_bad(data.train, index, kind, mel_bins, damage_state), *data.dataset));
-        items.push_back(&replaced.back());
-      } else {
-        items.push_back(&train[index]);
-      }
-    }
-    cursor += batch_size;
+    std::vector<const example*> items = sampler.next();
     step_row row;
     row.step = step;
     row.pairs = int(items.size());
@@ -493,17 +532,7 @@ run_record run(const configuration& config, const scenario& sc, const study_sett
 
     if ((step + 1) % s.eval_every == 0 || step + 1 == s.steps) {
       row.heldout = measure_heldout(*model, data.test_batches).mel_l1;
-      double total = 0;
-      {
-        torch::NoGradGuard no_grad;
-        for (const auto& vb : data.validation_batches) {
-          const auto [mel, stop] = model->forward(vb);
-          const auto lengths = sl::libtorch::lengths(vb.lengths);
-          total += sl::libtorch::evaluate(validation_loss, sl::libtorch::inputs(mel, vb.mel, lengths),
-                                          sl::libtorch::inputs(stop, vb.stop, lengths)).result.total;
-        }
-      }
-      row.validation = total / double(data.validation_batches.size());
+      row.validation = validation_total(*model, validation_loss, data.validation_batches);
       eval_steps.push_back(step + 1);
       heldout_series.push_back(row.heldout);
       const auto check = stopper.check(float(row.validation), step + 1);

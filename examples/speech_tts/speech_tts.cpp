@@ -9,7 +9,8 @@
 //
 //   speech_tts [--full] [--seeds N] [--first-seed N] [--steps N] [--eval-every N] [--jobs N]
 //              [--scenarios NAME,...] [--configs NAME,...] [--data DIR] [--out DIR]
-//              [--train N --validation N --test N] [--lr X] [--batch N] [--hidden N] [--list]
+//              [--train N --validation N --test N] [--lr X] [--batch N] [--hidden N]
+//              [--set FIELD=VALUE,...] [--list]
 //
 // Per step: the configuration's composed loss (sl::compose of its mel and stop terms) evaluated
 // through the LibTorch adapter on the padded batch with its lengths; backward; the Stabilizer of
@@ -43,6 +44,7 @@
 #include <thread>
 #include <vector>
 
+#include "../tts_stability/preset_overrides.hpp"
 #include "../tts_stability/study_metrics.hpp"
 #include "faults.hpp"
 #include "speech_data.hpp"
@@ -97,6 +99,8 @@ struct study_settings {
   speech::Settings data;
   std::vector<std::string> scenarios = {"clean", "pairs10", "batches5", "lr10x"};
   std::vector<std::string> configs;  // empty: all
+  sl::presets::preset_config stable = sl::presets::stable;  // with --set applied
+  std::string overrides;                                      // the --set text, for results.md
 };
 
 struct configuration {
@@ -106,8 +110,8 @@ struct configuration {
   bool ablation = false;
 };
 
-std::vector<configuration> all_configurations() {
-  using sl::presets::baseline, sl::presets::stable;
+std::vector<configuration> all_configurations(const sl::presets::preset_config& stable) {
+  using sl::presets::baseline;
   auto without_spikes = stable;
   without_spikes.spike_detection = false;
   without_spikes.spikes = baseline.spikes;
@@ -874,7 +878,8 @@ void write_outputs(const std::vector<configuration>& configs, const std::vector<
        << " held-out utterances; validation every " << s.eval_every << " steps (early stopping, best weights restored); "
        << "wall time " << wall_s << " s with " << s.jobs << " jobs. Ablations in "
        << (s.ablations_everywhere ? std::string("every scenario") : s.ablation_scenario)
-       << ". Mean ± 95% interval (Student t) over seeds.\n"
+       << ". Mean ± 95% interval (Student t) over seeds.\n\nstable preset"
+       << (s.overrides.empty() ? "" : " with --set " + s.overrides) << ": `" << st::preset_text(s.stable) << "`\n"
        << markdown.str();
   }
   std::printf("%s", markdown.str().c_str());
@@ -923,7 +928,9 @@ void show_progress(const progress_state& p, const std::atomic<bool>& finished, i
                "usage: speech_tts [--full] [--seeds N] [--first-seed N] [--steps N] [--eval-every N] [--jobs N]\n"
                "                  [--scenarios NAME,...] [--configs NAME,...] [--data DIR] [--out DIR]\n"
                "                  [--train N] [--validation N] [--test N] [--lr X] [--batch N] [--hidden N]\n"
-               "                  [--target X] [--picture-scenario NAME] [--ablations-everywhere] [--list]\n",
+               "                  [--target X] [--picture-scenario NAME] [--ablations-everywhere]\n"
+               "                  [--set FIELD=VALUE,...] [--list]\n"
+               "--set overrides fields of the stable preset (and its ablations), as tts_stability's --set\n",
                message.c_str());
   std::exit(2);
 }
@@ -978,10 +985,19 @@ int main(int argc, char** argv) {
     else if (arg == "--scenarios") s.scenarios = split_list(next());
     else if (arg == "--configs") s.configs = split_list(next());
     else if (arg == "--ablations-everywhere") s.ablations_everywhere = true;
+    else if (arg == "--set") {
+      const std::string text = next();
+      try {
+        st::set_fields(s.stable, text);
+      } catch (const std::invalid_argument& e) {
+        usage(e.what());
+      }
+      s.overrides += (s.overrides.empty() ? "" : ",") + text;
+    }
     else if (arg == "--list") list = true;
     else usage("unknown argument " + arg);
   }
-  const auto all = all_configurations();
+  const auto all = all_configurations(s.stable);
   if (list) {
     for (const auto& c : all)
       std::printf("configuration %s%s\n", c.name.c_str(),

@@ -161,7 +161,7 @@ float roof_copy(bench::elementwise_data& d, std::size_t n) {
 }
 
 float sum_blocked(bench::elementwise_data& d, std::size_t) {
-  return sl::value(sl::MSE<float>{}, sl::inputs(d.pred, d.target), sl::Reduction::sum).value;
+  return sl::value(sl::MSE<float>{}, sl::inputs(d.pred, d.target), sl::reduction::sum).value;
 }
 
 float sum_naive(bench::elementwise_data& d, std::size_t n) {

@@ -59,7 +59,7 @@ struct reduced_reference {
 template <class T, class Elementwise>
 reduced_reference reduce_reference(Elementwise elementwise, const std::vector<T>& pred,
                                    const std::vector<T>& target,
-                                   const std::vector<long double>& weights, sl::Reduction reduction) {
+                                   const std::vector<long double>& weights, sl::reduction reduction) {
   long double weighted_sum = 0, weight_sum = 0;
   reduced_reference out;
   out.grad.resize(pred.size());
@@ -69,7 +69,7 @@ reduced_reference reduce_reference(Elementwise elementwise, const std::vector<T>
     weight_sum += weights[i];
     out.grad[i] = weights[i] * e.grad;
   }
-  const long double denominator = reduction == sl::Reduction::mean ? weight_sum : 1.0L;
+  const long double denominator = reduction == sl::reduction::mean ? weight_sum : 1.0L;
   out.value = weighted_sum / denominator;
   for (long double& g : out.grad) g /= denominator;
   return out;
@@ -146,13 +146,13 @@ template <class T, class Pred, class Regression, class Binary, class Grad, class
 void check_all_terms(const Pred& pred, const Regression& regression, const Binary& binary,
                      Grad& grad, const T* grad_memory, const fixture<T>& fx,
                      const std::vector<long double>& weights, MakeInputs make_inputs) {
-  for (const sl::Reduction reduction : {sl::Reduction::mean, sl::Reduction::sum}) {
+  for (const sl::reduction reduction : {sl::reduction::mean, sl::reduction::sum}) {
     for_each_term<T>([&](const char* name, const auto& term, auto elementwise, bool binary_targets) {
-      INFO(name << (reduction == sl::Reduction::mean ? ", mean" : ", sum"));
+      INFO(name << (reduction == sl::reduction::mean ? ", mean" : ", sum"));
       const std::vector<T>& target_values = binary_targets ? fx.binary_target : fx.regression_target;
       const reduced_reference expected =
           reduce_reference(elementwise, fx.pred, target_values, weights, reduction);
-      const long double scale = reduction == sl::Reduction::mean ? 1.0L / static_cast<long double>(fx.pred.size()) : 1.0L;
+      const long double scale = reduction == sl::reduction::mean ? 1.0L / static_cast<long double>(fx.pred.size()) : 1.0L;
       auto check_with = [&](const auto& in) {
         const auto result = sl::evaluate(term, in, grad, reduction);
         CHECK(close(result.value, expected.value));
@@ -208,12 +208,12 @@ void check_adaptive_huber(const fixture<T>& mel, const fixture<T>& frame, const 
   for (std::size_t i = 0; i < frames; ++i) frame_weights[i] = mask.data()[i];
 
   // Alone, both reductions.
-  for (const sl::Reduction reduction : {sl::Reduction::mean, sl::Reduction::sum}) {
+  for (const sl::reduction reduction : {sl::reduction::mean, sl::reduction::sum}) {
     const auto expected = reduce_reference(adaptive(frame_delta), frame.pred, frame.regression_target, frame_weights,
                                            reduction);
     const auto result = sl::evaluate(frame_term, sl::inputs(frame_pred, frame_target, mask), d_frame, reduction);
     CHECK(close(result.value, expected.value));
-    CHECK(count_mismatches(d_frame.data(), expected.grad, reduction == sl::Reduction::mean ? 1.0L / 8 : 1.0L) == 0);
+    CHECK(count_mismatches(d_frame.data(), expected.grad, reduction == sl::reduction::mean ? 1.0L / 8 : 1.0L) == 0);
   }
 
   // Composed, weighted.
@@ -224,9 +224,9 @@ void check_adaptive_huber(const fixture<T>& mel, const fixture<T>& frame, const 
   };
   const auto r = evaluate();
   auto mel_expected = reduce_reference(adaptive(mel_delta), mel.pred, mel.regression_target, mel_weights,
-                                       sl::Reduction::mean);
+                                       sl::reduction::mean);
   auto frame_expected = reduce_reference(adaptive(frame_delta), frame.pred, frame.regression_target, frame_weights,
-                                         sl::Reduction::mean);
+                                         sl::reduction::mean);
   CHECK(close(r.values[0], mel_expected.value));
   CHECK(close(r.values[1], frame_expected.value));
   CHECK(close(r.total, 45 * mel_expected.value + 2 * frame_expected.value, 45));
@@ -247,7 +247,7 @@ void check_adaptive_huber(const fixture<T>& mel, const fixture<T>& frame, const 
   const long double next_mel_delta = T(T(1.5) * loss.template term<0>().scale);
   const auto next = evaluate();
   CHECK(close(next.values[0], reduce_reference(adaptive(next_mel_delta), mel.pred, mel.regression_target, mel_weights,
-                                               sl::Reduction::mean).value));
+                                               sl::reduction::mean).value));
 }
 
 }  // namespace backend_reference

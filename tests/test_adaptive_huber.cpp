@@ -286,11 +286,11 @@ TEMPLATE_TEST_CASE("AdaptiveHuber in a composed loss matches the reference in ev
       CHECK(d_mel == first_mel_grad);
       CHECK(d_frame == first_frame_grad);
     }
-    // sl::evaluate of the single term, unweighted and with Reduction::sum, agrees.
+    // sl::evaluate of the single term, unweighted and with reduction::sum, agrees.
     std::vector<T> g(frame_count);
     const auto single = sl::evaluate(frame_term, sl::inputs(frame_pred, frame_target, mask), g);
     CHECK(single.value == Approx(double(frame_mean)).epsilon(tolerance));
-    const auto summed = sl::evaluate(frame_term, sl::inputs(frame_pred, frame_target, mask), g, sl::Reduction::sum);
+    const auto summed = sl::evaluate(frame_term, sl::inputs(frame_pred, frame_target, mask), g, sl::reduction::sum);
     CHECK(summed.value == Approx(double(frame_sum)).epsilon(tolerance));
     bad = 0;
     for (std::size_t i = 0; i < frame_count; ++i)

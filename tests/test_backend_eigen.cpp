@@ -223,7 +223,7 @@ TEMPLATE_TEST_CASE("eigen: temporary views are accepted and a Map gradient outpu
   std::vector<T> grad(n, T(-99));
   const auto expected = reduce_reference(
       [](long double p, long double t) { return huber_reference(p, t, 1.0L); }, fx.pred,
-      fx.regression_target, ones(n), sl::Reduction::mean);
+      fx.regression_target, ones(n), sl::reduction::mean);
   // A Map made in the call is fine: it points at storage that outlives the evaluation.
   const auto result = sl::evaluate(
       sl::Huber<T>{.delta = T(1)},
@@ -251,7 +251,7 @@ TEMPLATE_TEST_CASE("eigen: temporary views are accepted and a Map gradient outpu
       target_column(fx.regression_target.begin() + 2 * rows, fx.regression_target.begin() + 3 * rows);
   const auto expected_column = reduce_reference(
       [](long double p, long double t) { return huber_reference(p, t, 1.0L); }, pred_column,
-      target_column, ones(rows), sl::Reduction::mean);
+      target_column, ones(rows), sl::reduction::mean);
   CHECK(close(from_columns.value, expected_column.value));
   CHECK(count_mismatches(grad_matrix.col(2).data(), expected_column.grad, 1.0L / rows) == 0);
   CHECK((grad_matrix.col(1).array() == T(-99)).all());
@@ -331,10 +331,10 @@ TEMPLATE_TEST_CASE("eigen: a composed mel + stop loss writes each term's weighte
   const long double eps = T(0.05);
   auto mel_expected = reduce_reference(
       [](long double p, long double t) { return huber_reference(p, t, 1.0L); }, mel.pred,
-      mel.regression_target, mel_weights, sl::Reduction::mean);
+      mel.regression_target, mel_weights, sl::reduction::mean);
   const auto stop_expected = reduce_reference(
       [eps](long double p, long double t) { return bce_reference(p, t * (1 - eps) + eps / 2, 5.0L); },
-      stop.pred, stop.binary_target, stop_weights, sl::Reduction::mean);
+      stop.pred, stop.binary_target, stop_weights, sl::reduction::mean);
   CHECK(close(r.values[0], mel_expected.value));
   CHECK(close(r.values[1], stop_expected.value));
   CHECK(close(r.total, 35 * mel_expected.value + stop_expected.value, 35));

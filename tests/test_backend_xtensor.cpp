@@ -190,7 +190,7 @@ TEMPLATE_TEST_CASE("xtensor: temporary adaptors are accepted and an adapted grad
   std::vector<T> grad(n, T(-99));
   const auto expected = reduce_reference(
       [](long double p, long double t) { return huber_reference(p, t, 1.0L); }, fx.pred,
-      fx.regression_target, ones(n), sl::Reduction::mean);
+      fx.regression_target, ones(n), sl::reduction::mean);
   // Adaptors made in the call are fine: they point at storage that outlives the evaluation.
   const auto result = sl::evaluate(
       sl::Huber<T>{.delta = T(1)},
@@ -290,10 +290,10 @@ TEMPLATE_TEST_CASE("xtensor: a composed mel + stop loss writes each term's weigh
   const long double eps = T(0.05);
   auto mel_expected = reduce_reference(
       [](long double p, long double t) { return huber_reference(p, t, 1.0L); }, mel.pred,
-      mel.regression_target, mel_weights, sl::Reduction::mean);
+      mel.regression_target, mel_weights, sl::reduction::mean);
   const auto stop_expected = reduce_reference(
       [eps](long double p, long double t) { return bce_reference(p, t * (1 - eps) + eps / 2, 5.0L); },
-      stop.pred, stop.binary_target, stop_weights, sl::Reduction::mean);
+      stop.pred, stop.binary_target, stop_weights, sl::reduction::mean);
   CHECK(close(r.values[0], mel_expected.value));
   CHECK(close(r.values[1], stop_expected.value));
   CHECK(close(r.total, 35 * mel_expected.value + stop_expected.value, 35));

@@ -136,7 +136,7 @@ namespace {
 // the composed loss's): compose must still take it as a bare term, weight 1 and mean.
 struct term_with_reduction_member {
   using value_type = double;
-  sl::Reduction reduction = sl::Reduction::sum;
+  sl::reduction reduction = sl::reduction::sum;
   double weight = 10;
   double value(double pred, double target) const { return std::fabs(pred - target); }
   double grad(double pred, double target) const { return pred > target ? 1.0 : (pred < target ? -1.0 : 0.0); }
@@ -147,8 +147,8 @@ TEST_CASE("a user term with a member named reduction composes as a bare term", "
   auto loss = sl::compose(term_with_reduction_member{}, sl::term(sl::L1<double>{}, 2.0));
   static_assert(std::is_same_v<decltype(loss), sl::composed_loss<term_with_reduction_member, sl::L1<double>>>);
   CHECK(loss.base_weights() == std::array<double, 2>{1.0, 2.0});
-  CHECK(loss.reduction<0>() == sl::Reduction::mean);
-  CHECK(loss.term<0>().reduction == sl::Reduction::sum);  // the user's member, kept as it was
+  CHECK(loss.reduction<0>() == sl::reduction::mean);
+  CHECK(loss.term<0>().reduction == sl::reduction::sum);  // the user's member, kept as it was
   const std::vector<double> pred{1, -2, 3, 0}, target{0, 0, 0, 0};
   std::vector<double> g0(4), g1(4);
   const auto r = loss.evaluate(sl::inputs(pred, target), sl::inputs(pred, target), sl::grads(g0, g1));

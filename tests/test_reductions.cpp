@@ -52,7 +52,7 @@ TEMPLATE_TEST_CASE("mean and sum reductions and their gradients", "[reduction]",
   for (std::size_t i = 0; i < n; ++i)
     REQUIRE(grad[i] == Approx(static_cast<double>(reference::huber_grad(pred[i], target[i], 1) / n)));
 
-  const auto sum = sl::evaluate(term, sl::inputs(pred, target), grad, sl::Reduction::sum);
+  const auto sum = sl::evaluate(term, sl::inputs(pred, target), grad, sl::reduction::sum);
   CHECK(sum.value == Approx(static_cast<double>(want_sum)).epsilon(reference::tolerance<T>()));
   CHECK(sum.denominator == 1);
   for (std::size_t i = 0; i < n; ++i)
@@ -132,7 +132,7 @@ TEMPLATE_TEST_CASE("per-element weights weight each element and padding may hold
     INFO("element " << i);
     REQUIRE(grad[i] == Approx(g).margin(1e-7));
   }
-  const auto total = sl::value(term, sl::inputs(pred, target, weights), sl::Reduction::sum);
+  const auto total = sl::value(term, sl::inputs(pred, target, weights), sl::reduction::sum);
   CHECK(total.value == Approx(static_cast<double>(sum)).epsilon(reference::tolerance<T>()));
 }
 
@@ -149,7 +149,7 @@ TEST_CASE("float32 sums keep 1e-6 relative accuracy at 16M elements", "[reductio
     want += a <= 1 ? 0.5 * d * d : a - 0.5;
     naive += term.value(pred[i], target[i]);
   }
-  const auto sum = sl::evaluate(term, sl::inputs(pred, target), grad, sl::Reduction::sum);
+  const auto sum = sl::evaluate(term, sl::inputs(pred, target), grad, sl::reduction::sum);
   const double relative = std::fabs(sum.value - want) / want;
   INFO("relative error " << relative << ", naive float loop " << std::fabs(naive - want) / want);
   CHECK(relative < 1e-6);
@@ -257,14 +257,14 @@ TEST_CASE("view() rejects a null pointer with a nonzero size", "[reduction][erro
   CHECK(sl::view(nothing, 0).empty());  // an empty view is fine (evaluate rejects it as empty input)
 }
 
-TEMPLATE_TEST_CASE("a Reduction value that is neither mean nor sum is rejected", "[reduction][errors]", float,
+TEMPLATE_TEST_CASE("a reduction value that is neither mean nor sum is rejected", "[reduction][errors]", float,
                    double) {
   using T = TestType;
   std::vector<T> pred(8, T(1)), target(8, T(0)), grad(8, T(3));
-  const auto bogus = static_cast<sl::Reduction>(7);
+  const auto bogus = static_cast<sl::reduction>(7);
   CHECK_THROWS_AS(sl::value(sl::L1<T>{}, sl::inputs(pred, target), bogus), sl::invalid_parameter);
   CHECK_THROWS_WITH(sl::evaluate(sl::L1<T>{}, sl::inputs(pred, target), grad, bogus),
-                    Contains("reduction must be Reduction::mean or Reduction::sum, got 7"));
+                    Contains("reduction must be reduction::mean or reduction::sum, got 7"));
   CHECK_THROWS_AS(sl::compose(sl::term(sl::L1<T>{}, T(1), bogus)), sl::invalid_parameter);
   for (T g : grad) REQUIRE(g == T(3));
 }
@@ -329,7 +329,7 @@ TEMPLATE_TEST_CASE("a subnormal mask weight is rejected, naming the element and 
   const std::vector<T> frames{T(1), limits::denorm_min() * T(8), T(0), T(1)};
   CHECK_THROWS_WITH(sl::evaluate(term, sl::inputs(pred, target, sl::per_frame(frames, 10)), grad),
                     Contains("mask[1] = ") && Contains("subnormal"));
-  CHECK_THROWS_AS(sl::value(term, sl::inputs(pred, target, sl::per_frame(frames, 10)), sl::Reduction::sum),
+  CHECK_THROWS_AS(sl::value(term, sl::inputs(pred, target, sl::per_frame(frames, 10)), sl::reduction::sum),
                   sl::invalid_input);
   for (T g : grad) REQUIRE(g == T(3));
 }
@@ -415,7 +415,7 @@ TEMPLATE_TEST_CASE("the gradient scale rejects overflow only", "[reduction][erro
     // Term weight x mask weight = 1e40 (float) or 1e310 (double): the gradient would be Inf (NaN where
     // the loss' gradient is 0).
     const T mask_weight = std::is_same_v<T, float> ? T(1e30) : T(1e300);
-    auto loss = sl::compose(sl::term(term, T(1e10), sl::Reduction::sum));
+    auto loss = sl::compose(sl::term(term, T(1e10), sl::reduction::sum));
     std::vector<T> elements(b.n, T(0)), frames(b.frame_mask);
     elements[7] = mask_weight;
     frames[2] = mask_weight;
@@ -432,7 +432,7 @@ TEST_CASE("a float sum beyond float's range is +Inf, not an out-of-range convers
   // Each sequence's pass stays below FLT_MAX; their double total (4e38) does not.
   const std::vector<float> pred{1e19f, 0, 1e19f, 0, 1e19f, 0, 1e19f, 0}, target(8, 0.0f);
   const std::vector<int> lengths{1, 1, 1, 1};
-  const auto r = sl::value(sl::MSE<float>{}, sl::inputs(pred, target, sl::lengths(lengths, 2, 1)), sl::Reduction::sum);
+  const auto r = sl::value(sl::MSE<float>{}, sl::inputs(pred, target, sl::lengths(lengths, 2, 1)), sl::reduction::sum);
   CHECK(r.value == std::numeric_limits<float>::infinity());
   CHECK(sl::detail::to_value_type<float>(-4e38) == -std::numeric_limits<float>::infinity());
   CHECK(sl::detail::to_value_type<float>(3e38) == 3e38f);
@@ -458,17 +458,17 @@ TEMPLATE_TEST_CASE("an all-zero mask or all-zero lengths with sum is an empty ba
   const sl::Huber<T> term{};
   const std::vector<T> zeros(b.n, T(0)), frame_zeros(b.sequences * b.frames, T(0));
   const std::vector<int> no_lengths{0, 0, 0};
-  const auto by_mask = sl::evaluate(term, sl::inputs(b.pred, b.target, zeros), grad, sl::Reduction::sum);
+  const auto by_mask = sl::evaluate(term, sl::inputs(b.pred, b.target, zeros), grad, sl::reduction::sum);
   CHECK(by_mask.value == T(0));
   for (T g : grad) REQUIRE(g == T(0));
   std::fill(grad.begin(), grad.end(), T(3));
   const auto by_frames =
-      sl::evaluate(term, sl::inputs(b.pred, b.target, sl::per_frame(frame_zeros, b.features)), grad, sl::Reduction::sum);
+      sl::evaluate(term, sl::inputs(b.pred, b.target, sl::per_frame(frame_zeros, b.features)), grad, sl::reduction::sum);
   CHECK(by_frames.value == T(0));
   for (T g : grad) REQUIRE(g == T(0));
   std::fill(grad.begin(), grad.end(), T(3));
   const auto by_lengths = sl::evaluate(term, sl::inputs(b.pred, b.target, sl::lengths(no_lengths, b.frames, b.features)),
-                                       grad, sl::Reduction::sum);
+                                       grad, sl::reduction::sum);
   CHECK(by_lengths.value == T(0));
   for (T g : grad) REQUIRE(g == T(0));
   // A mean of nothing stays an error.

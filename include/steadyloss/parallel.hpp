@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/fwd.hpp"
 #include "core/errors.hpp"
 #include "core/evaluate.hpp"
 
@@ -49,7 +50,7 @@ class parallel_executor {
 
   // (Isa: cpu_isa.hpp says why it is there.)
   template <class Term, class Inputs, class Grad, class Isa = detail::isa_tag>
-  auto evaluate(const Term& term, const Inputs& in, Grad&& grad, Reduction reduction = Reduction::mean) const {
+  auto evaluate(const Term& term, const Inputs& in, Grad&& grad, reduction reduction = reduction::mean) const {
     if constexpr (detail::check_term_and_inputs<Term, Inputs>()) {
       const auto out = grads(static_cast<Grad&&>(grad));
       if constexpr (detail::check_gradient_value_type<typename Term::value_type, std::remove_cvref_t<decltype(out)>>())
@@ -58,7 +59,7 @@ class parallel_executor {
   }
 
   template <class Term, class Inputs, class Isa = detail::isa_tag>
-  auto value(const Term& term, const Inputs& in, Reduction reduction = Reduction::mean) const {
+  auto value(const Term& term, const Inputs& in, reduction reduction = reduction::mean) const {
     if constexpr (detail::check_term_and_inputs<Term, Inputs>()) {
       return detail::run_term<Isa>(term, in, std::nullopt, reduction, typename Term::value_type(1), *this);
     }

@@ -23,5 +23,5 @@ STEADYLOSS_CUDA_INSTANTIATE(user::LogCosh)
 void steadyloss_fused_kernel_compile_test(const __half* pred, const __half* target, __half* grad, double* slot,
                                           cudaStream_t stream) {
   steadyloss::cuda::launch_term(steadyloss::Huber<float>{}, pred, target, grad, 1024,
-                                steadyloss::cuda::term_weighting{}, steadyloss::Reduction::mean, 1.0f, slot, stream);
+                                steadyloss::cuda::term_weighting{}, steadyloss::reduction::mean, 1.0f, slot, stream);
 }

@@ -9,6 +9,7 @@
 #include <steadyloss/core/errors.hpp>
 #include <steadyloss/core/evaluate.hpp>
 #include <steadyloss/core/executor.hpp>
+#include <steadyloss/core/fwd.hpp>
 #include <steadyloss/core/inputs.hpp>
 #include <steadyloss/core/reduction.hpp>
 #include <steadyloss/core/result.hpp>
@@ -17,7 +18,6 @@
 #include <steadyloss/cpu_isa.hpp>
 #include <steadyloss/detail/cpu_pass.hpp>
 #include <steadyloss/detail/math.hpp>
-#include <steadyloss/distributed/reduction.hpp>
 #include <steadyloss/fwd.hpp>
 #include <steadyloss/loss/adaptive_huber.hpp>
 #include <steadyloss/loss/balanced_bce.hpp>

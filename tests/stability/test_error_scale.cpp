@@ -214,22 +214,22 @@ TEMPLATE_TEST_CASE("sl::apply rejects a summed AdaptiveHuber and a scale whose d
   const auto report = guard.update(T(5), std::span<const T>(values), T(1));
 
   // Term 1 would take its new scale, term 0 is summed: the scale is a mean value's, so neither changes.
-  auto summed = sl::compose(sl::term(sl::AdaptiveHuber<T>{.scale = T(0.5)}, T(1), sl::Reduction::sum),
+  auto summed = sl::compose(sl::term(sl::AdaptiveHuber<T>{.scale = T(0.5)}, T(1), sl::reduction::sum),
                             sl::term(sl::AdaptiveHuber<T>{.scale = T(0.25)}, T(1)));
   CHECK_THROWS_AS(sl::apply(summed, report), sl::invalid_parameter);
   CHECK_THROWS_WITH(sl::apply(summed, report),
-                    Contains("term 0 (AdaptiveHuber) follows its own mean value; give it Reduction::mean"));
+                    Contains("term 0 (AdaptiveHuber) follows its own mean value; give it reduction::mean"));
   CHECK_THROWS_AS(sl::apply(summed, guard), sl::invalid_parameter);
   CHECK(summed.template term<0>().scale == T(0.5));
   CHECK(summed.template term<1>().scale == T(0.25));
   // The reverse order: term 0 would be set, term 1 is summed.
   auto summed_last = sl::compose(sl::term(sl::AdaptiveHuber<T>{.scale = T(0.5)}, T(1)),
-                                 sl::term(sl::AdaptiveHuber<T>{.scale = T(0.25)}, T(1), sl::Reduction::sum));
+                                 sl::term(sl::AdaptiveHuber<T>{.scale = T(0.25)}, T(1), sl::reduction::sum));
   CHECK_THROWS_WITH(sl::apply(summed_last, report), Contains("term 1 (AdaptiveHuber)"));
   CHECK(summed_last.template term<0>().scale == T(0.5));
   CHECK(summed_last.template term<1>().scale == T(0.25));
   // A summed term that follows no scale is fine.
-  auto summed_l1 = sl::compose(sl::term(sl::L1<T>{}, T(1), sl::Reduction::sum), sl::term(sl::AdaptiveHuber<T>{}, T(1)));
+  auto summed_l1 = sl::compose(sl::term(sl::L1<T>{}, T(1), sl::reduction::sum), sl::term(sl::AdaptiveHuber<T>{}, T(1)));
   CHECK_NOTHROW(sl::apply(summed_l1, report));
   CHECK(summed_l1.template term<1>().scale == Approx(3.0).epsilon(relative<T>));
 

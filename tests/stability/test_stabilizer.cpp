@@ -230,7 +230,7 @@ TEST_CASE("Presets hold the table of presets.hpp", "[stability][presets]") {
   CHECK(stable_loss.term<0>().k == stable.huber_k);
   CHECK(stable_loss.term<0>().scale == 1.0);
   CHECK(stable_loss.base_weights() == std::array<double, 2>{stable.mel_weight, stable.stop_weight});
-  CHECK(stable_loss.reduction<0>() == sl::Reduction::mean);  // sl::apply needs it
+  CHECK(stable_loss.reduction<0>() == sl::reduction::mean);  // sl::apply needs it
   using stable_type = presets::stable_stabilizer_type<double>;
   static_assert(stable_type::has_error_scale && stable_type::terms == 2);
   static_assert(std::is_same_v<decltype(presets::stable_stabilizer<double>()), stable_type>);
@@ -250,7 +250,7 @@ namespace {
 template <class Pipeline, class Policy>
 inline constexpr bool lists = false;
 template <class R, class... Policies, class Policy>
-inline constexpr bool lists<sl::basic_stabilizer<R, Policies...>, Policy> = (std::is_same_v<Policies, Policy> || ...);
+inline constexpr bool lists<sl::BasicStabilizer<R, Policies...>, Policy> = (std::is_same_v<Policies, Policy> || ...);
 }  // namespace
 
 static_assert(!lists<sl::presets::baseline_stabilizer_type<double>, sl::EarlyStopper<double>>);

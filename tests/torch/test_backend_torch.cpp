@@ -109,7 +109,7 @@ TEMPLATE_TEST_CASE("torch huber matches huber_loss with delta", "", float, doubl
     compare_with_autograd(
         pred,
         [&](const torch::Tensor& p) {
-          return sl::libtorch::loss(sl::term(sl::Huber<T>{.delta = T(delta)}, T(1), sl::Reduction::sum), p, target);
+          return sl::libtorch::loss(sl::term(sl::Huber<T>{.delta = T(delta)}, T(1), sl::reduction::sum), p, target);
         },
         [&](const torch::Tensor& p) {
           return F::huber_loss(p, target, F::HuberLossFuncOptions().delta(delta).reduction(torch::kSum));
@@ -290,7 +290,7 @@ TEST_CASE("torch gradients match float64 central differences") {
   };
   check("Huber", sl::Huber<double>{.delta = 0.7}, target, mask);
   check("L1", sl::L1<double>{}, target, mask);
-  check("MSE sum", sl::term(sl::MSE<double>{}, 3.0, sl::Reduction::sum), target, mask);
+  check("MSE sum", sl::term(sl::MSE<double>{}, 3.0, sl::reduction::sum), target, mask);
   check("BalancedBCE", sl::BalancedBCE<double>{.pos_weight = 5.0}, labels, mask);
   check("LabelSmoothing", sl::LabelSmoothing{sl::BalancedBCE<double>{.pos_weight = 2.0}, 0.1}, labels, mask);
 }
@@ -370,12 +370,12 @@ TEST_CASE("torch without grad computes the value only") {
 }
 
 TEST_CASE("torch reductions are read back from a composed loss") {
-  const auto loss = sl::compose(sl::term(sl::Huber<float>{}, 2.0f, sl::Reduction::sum), sl::term(sl::MSE<float>{}, 1.0f),
-                                sl::term(sl::BalancedBCE<float>{}, 1.0f, sl::Reduction::sum));
+  const auto loss = sl::compose(sl::term(sl::Huber<float>{}, 2.0f, sl::reduction::sum), sl::term(sl::MSE<float>{}, 1.0f),
+                                sl::term(sl::BalancedBCE<float>{}, 1.0f, sl::reduction::sum));
   const auto reductions = sl::libtorch::detail::reductions_of(loss);
-  CHECK(reductions[0] == sl::Reduction::sum);
-  CHECK(reductions[1] == sl::Reduction::mean);
-  CHECK(reductions[2] == sl::Reduction::sum);
+  CHECK(reductions[0] == sl::reduction::sum);
+  CHECK(reductions[1] == sl::reduction::mean);
+  CHECK(reductions[2] == sl::reduction::sum);
 }
 
 TEST_CASE("torch tensors work with the core API through tensor_traits") {

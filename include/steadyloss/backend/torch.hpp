@@ -7,7 +7,7 @@
 //
 //   // One term, like torch::nn::functional: a 0-dim tensor connected to autograd.
 //   torch::Tensor l = sl::libtorch::loss(sl::Huber<float>{.delta = 1.0f}, pred, target);
-//   torch::Tensor m = sl::libtorch::loss(sl::term(sl::MSE<float>{}, 2.0f, sl::Reduction::sum), pred, target);
+//   torch::Tensor m = sl::libtorch::loss(sl::term(sl::MSE<float>{}, 2.0f, sl::reduction::sum), pred, target);
 //   torch::Tensor w = sl::libtorch::loss(sl::L1<float>{}, pred, target, frame_mask);     // masked mean
 //
 //   // A composed loss: one sl::libtorch::inputs(...) per term, in term order.
@@ -295,8 +295,8 @@ composed_result<typename Loss::value_type, Loss::size> run_cpu(const Loss& loss,
 
 /// Each term's reduction, as the CUDA executor needs them one by one.
 template <class Loss>
-std::array<Reduction, Loss::size> reductions_of(const Loss& loss) {
-  std::array<Reduction, Loss::size> out{};
+std::array<reduction, Loss::size> reductions_of(const Loss& loss) {
+  std::array<reduction, Loss::size> out{};
   [&]<std::size_t... I>(std::index_sequence<I...>) {
     ((out[I] = loss.template reduction<I>()), ...);
   }(std::make_index_sequence<Loss::size>{});
@@ -334,7 +334,7 @@ composed_result<typename Loss::value_type, Loss::size> run_cuda(const Loss& loss
   constexpr std::size_t N = Loss::size;
   composed_result<T, N> result;
   result.weights = loss.weights();
-  const std::array<Reduction, N> reductions = reductions_of(loss);
+  const std::array<reduction, N> reductions = reductions_of(loss);
   const at::Tensor& first = std::get<0>(prepared).pred;
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream(first.device().index()).stream();
   if (grads != nullptr) {

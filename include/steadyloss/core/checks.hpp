@@ -40,10 +40,10 @@ inline bool multiply_fits(std::size_t a, std::size_t b, std::size_t& product) {
   return true;
 }
 
-/// Rejects a Reduction that is neither mean nor sum (a cast integer), rather than reading it as sum.
-inline void check_reduction(Reduction reduction, const char* function) {
-  if (reduction != Reduction::mean && reduction != Reduction::sum)
-    fail<invalid_parameter>(function, ": reduction must be Reduction::mean or Reduction::sum, got ",
+/// Rejects a reduction that is neither mean nor sum (a cast integer), rather than reading it as sum.
+inline void check_reduction(reduction reduction, const char* function) {
+  if (reduction != reduction::mean && reduction != reduction::sum)
+    fail<invalid_parameter>(function, ": reduction must be reduction::mean or reduction::sum, got ",
                             static_cast<int>(reduction));
 }
 

@@ -7,6 +7,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "fwd.hpp"
+
 namespace steadyloss {
 
 /// Base of every error steadyloss throws for bad input.

@@ -3,7 +3,7 @@
 // when asked, the gradient w.r.t. pred in the same pass; no temporaries, no allocation).
 //
 // Errors (all derive from steadyloss::error, a std::invalid_argument):
-//   invalid_parameter  a term parameter out of range (Huber delta <= 0, ...), a Reduction that is
+//   invalid_parameter  a term parameter out of range (Huber delta <= 0, ...), a reduction that is
 //                      neither mean nor sum, a term weight (base x multiplier) that is not finite
 //   shape_mismatch     sizes that do not fit together (pred vs target, grad; a mask's size x its
 //                      frame size, or batch x max_frames x frame_size of lengths, not equal to
@@ -80,7 +80,7 @@ void check_data(const T* data, std::size_t size, const char* what) {
 template <class Term, class Weighting>
 term_plan plan_term(const Term& term, const term_inputs<typename Term::value_type, Weighting>& in,
                     const std::optional<mutable_tensor_view<typename Term::value_type>>& grad,
-                    Reduction reduction, typename Term::value_type scale = 1) {
+                    reduction reduction, typename Term::value_type scale = 1) {
   using T = typename Term::value_type;
   validate(term);
   check_reduction(reduction, "evaluate");
@@ -99,7 +99,7 @@ term_plan plan_term(const Term& term, const term_inputs<typename Term::value_typ
     if (overlaps<T>(grad->data, n, in.pred.data, n) || overlaps<T>(grad->data, n, in.target.data, n))
       fail<invalid_input>("evaluate: the gradient buffer overlaps pred or target");
   }
-  const bool mean = reduction == Reduction::mean;
+  const bool mean = reduction == reduction::mean;
   double max_weight = 1;
   if constexpr (std::is_same_v<Weighting, unweighted>) {
     if (mean) plan.denominator = static_cast<double>(n);
@@ -218,7 +218,7 @@ term_result<typename Term::value_type> execute_term(const Term& term,
 template <class Isa = isa_tag, class Term, class Weighting, class Exec = serial_executor>
 term_result<typename Term::value_type> run_term(
     const Term& term, const term_inputs<typename Term::value_type, Weighting>& in,
-    const std::optional<mutable_tensor_view<typename Term::value_type>>& grad, Reduction reduction,
+    const std::optional<mutable_tensor_view<typename Term::value_type>>& grad, reduction reduction,
     typename Term::value_type scale, const Exec& executor = Exec{}) {
   static_assert(Executor<Exec, Term>,
                 "steadyloss: the executor has no run<WriteGrad, Weighted>(term, pred, target, weight, grad, n, "
@@ -282,7 +282,7 @@ constexpr bool check_term_and_inputs() {
 /// Value of one term, reduced (mean by default). No gradient is computed.
 /// (Isa: never given; cpu_isa.hpp says why it is there.)
 template <class Term, class Inputs, class Isa = detail::isa_tag>
-auto value(const Term& term, const Inputs& in, Reduction reduction = Reduction::mean) {
+auto value(const Term& term, const Inputs& in, reduction reduction = reduction::mean) {
   if constexpr (detail::check_term_and_inputs<Term, Inputs>()) {
     return detail::run_term<Isa>(term, in, std::nullopt, reduction, typename Term::value_type(1));
   }
@@ -290,7 +290,7 @@ auto value(const Term& term, const Inputs& in, Reduction reduction = Reduction::
 
 /// Value of one term and its gradient w.r.t. pred, written into `grad` (overwritten), in one pass.
 template <class Term, class Inputs, class Grad, class Isa = detail::isa_tag>
-auto evaluate(const Term& term, const Inputs& in, Grad&& grad, Reduction reduction = Reduction::mean) {
+auto evaluate(const Term& term, const Inputs& in, Grad&& grad, reduction reduction = reduction::mean) {
   if constexpr (detail::check_term_and_inputs<Term, Inputs>()) {
     const auto out = grads(static_cast<Grad&&>(grad));
     if constexpr (detail::check_gradient_value_type<typename Term::value_type, std::remove_cvref_t<decltype(out)>>())

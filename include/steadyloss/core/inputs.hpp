@@ -12,6 +12,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "fwd.hpp"
 #include "tensor_traits.hpp"
 
 namespace steadyloss {
@@ -71,7 +72,7 @@ inline constexpr bool is_frame_mask<frame_mask<T>> = true;
 }  // namespace detail
 
 /// The elements of one term's evaluation.
-template <class T, class Weighting = unweighted>
+template <class T, class Weighting>
 struct term_inputs {
   using value_type = T;
   tensor_view<T> pred;

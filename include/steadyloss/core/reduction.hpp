@@ -4,9 +4,11 @@
 
 #include <cstddef>
 
+#include "fwd.hpp"
+
 namespace steadyloss {
 
-enum class Reduction {
+enum class reduction {
   mean,  ///< sum(w l) / sum(w); w = 1 without a mask (PyTorch's reduction='mean')
   sum,   ///< sum(w l)            (PyTorch's reduction='sum')
 };

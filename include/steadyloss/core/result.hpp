@@ -5,6 +5,8 @@
 #include <array>
 #include <cstddef>
 
+#include "fwd.hpp"
+
 namespace steadyloss {
 
 /// What one evaluation of an N-term loss returns.

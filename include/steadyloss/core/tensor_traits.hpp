@@ -15,9 +15,11 @@
 #include <cstddef>
 #include <type_traits>
 
+#include "fwd.hpp"
+
 namespace steadyloss {
 
-template <class T, class Enable = void>
+template <class T, class Enable>
 struct tensor_traits {};
 
 template <class T>

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "../core/errors.hpp"
-#include "reduction.hpp"
+#include "../stability/reducer.hpp"
 
 namespace steadyloss {
 

@@ -18,7 +18,7 @@
 #include <string>
 
 #include "../core/errors.hpp"
-#include "reduction.hpp"
+#include "../stability/reducer.hpp"
 
 namespace steadyloss {
 

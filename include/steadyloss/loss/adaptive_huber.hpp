@@ -25,12 +25,13 @@
 #include <limits>
 #include <string_view>
 
+#include "../core/fwd.hpp"
 #include "../core/config.hpp"
 #include "../core/errors.hpp"
 
 namespace steadyloss {
 
-template <std::floating_point T = float>
+template <std::floating_point T>
 struct AdaptiveHuber {
   using value_type = T;
   static constexpr std::string_view name = "AdaptiveHuber";

@@ -14,6 +14,7 @@
 #include <concepts>
 #include <string_view>
 
+#include "../core/fwd.hpp"
 #include "../core/config.hpp"
 #include "../core/errors.hpp"
 #include "../core/term.hpp"
@@ -21,7 +22,7 @@
 
 namespace steadyloss {
 
-template <std::floating_point T = float>
+template <std::floating_point T>
 struct BalancedBCE {
   using value_type = T;
   static constexpr std::string_view name = "BalancedBCE";

@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "../core/fwd.hpp"
 #include "../core/errors.hpp"
 #include "../core/evaluate.hpp"
 #include "../core/inputs.hpp"
@@ -33,12 +34,12 @@ struct weighted_term {
   using term_type = Term;
   Term term;
   typename Term::value_type weight = 1;
-  Reduction reduction = Reduction::mean;
+  steadyloss::reduction reduction = steadyloss::reduction::mean;
 };
 
 template <class Term>
 auto term(Term loss_term, std::type_identity_t<typename Term::value_type> weight = 1,
-          Reduction reduction = Reduction::mean) {
+          reduction reduction = reduction::mean) {
   return weighted_term<Term>{loss_term, weight, reduction};
 }
 
@@ -174,7 +175,7 @@ class composed_loss {
   }
 
   template <std::size_t I>
-  Reduction reduction() const { return std::get<I>(terms_).reduction; }
+  steadyloss::reduction reduction() const { return std::get<I>(terms_).reduction; }
 
   template <std::size_t I>
   auto& term() { return std::get<I>(terms_).term; }

@@ -7,12 +7,13 @@
 #include <concepts>
 #include <string_view>
 
+#include "../core/fwd.hpp"
 #include "../core/config.hpp"
 #include "../core/errors.hpp"
 
 namespace steadyloss {
 
-template <std::floating_point T = float>
+template <std::floating_point T>
 struct Huber {
   using value_type = T;
   static constexpr std::string_view name = "Huber";

@@ -5,12 +5,13 @@
 #include <concepts>
 #include <string_view>
 
+#include "../core/fwd.hpp"
 #include "../core/config.hpp"
 #include "../detail/math.hpp"
 
 namespace steadyloss {
 
-template <std::floating_point T = float>
+template <std::floating_point T>
 struct L1 {
   using value_type = T;
   static constexpr std::string_view name = "L1";

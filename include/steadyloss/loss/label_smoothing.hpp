@@ -6,6 +6,7 @@
 #include <concepts>
 #include <string_view>
 
+#include "../core/fwd.hpp"
 #include "../core/config.hpp"
 #include "../core/errors.hpp"
 #include "../core/term.hpp"

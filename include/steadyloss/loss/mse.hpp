@@ -4,11 +4,12 @@
 #include <concepts>
 #include <string_view>
 
+#include "../core/fwd.hpp"
 #include "../core/config.hpp"
 
 namespace steadyloss {
 
-template <std::floating_point T = float>
+template <std::floating_point T>
 struct MSE {
   using value_type = T;
   static constexpr std::string_view name = "MSE";

@@ -29,6 +29,7 @@
 #include <tuple>
 #include <type_traits>
 
+#include "../fwd.hpp"
 #include "../core/errors.hpp"
 #include "../core/result.hpp"
 #include "state_io.hpp"
@@ -38,7 +39,7 @@ namespace steadyloss {
 
 enum class weight_rule { share_and_rate, dwa };
 
-template <std::size_t N, class T = float>
+template <std::size_t N, class T>
 class AdaptiveWeight {
   static_assert(N > 0, "steadyloss::AdaptiveWeight<N>: N (the number of loss terms) must be > 0");
 

@@ -59,6 +59,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "../fwd.hpp"
 #include "../core/errors.hpp"
 #include "state_io.hpp"
 #include "step.hpp"
@@ -84,7 +85,7 @@ struct stop_decision {
   stop_reason reason = stop_reason::none;
 };
 
-template <class T = float, class Monitor = monitor::automatic>
+template <class T, class Monitor>
 class EarlyStopper {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "steadyloss::EarlyStopper<T>: T must be float or double");

@@ -10,13 +10,14 @@
 #include <cmath>
 #include <string_view>
 
+#include "../fwd.hpp"
 #include "../core/errors.hpp"
 #include "state_io.hpp"
 #include "step.hpp"
 
 namespace steadyloss {
 
-template <class T = float>
+template <class T>
 class EmaSmoother {
  public:
   using value_type = T;

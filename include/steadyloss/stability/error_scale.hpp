@@ -18,13 +18,14 @@
 #include <span>
 #include <string_view>
 
+#include "../fwd.hpp"
 #include "../core/errors.hpp"
 #include "state_io.hpp"
 #include "step.hpp"
 
 namespace steadyloss {
 
-template <std::size_t N, class T = float>
+template <std::size_t N, class T>
 class ErrorScale {
   static_assert(N > 0, "steadyloss::ErrorScale<N>: N (the number of loss terms) must be > 0");
 

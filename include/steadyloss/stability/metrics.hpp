@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <string_view>
 
+#include "../fwd.hpp"
 #include "../core/errors.hpp"
 #include "detectors.hpp"
 #include "state_io.hpp"
@@ -24,7 +25,7 @@
 
 namespace steadyloss {
 
-template <class T = float>
+template <class T>
 class StabilityMetrics {
  public:
   using value_type = T;

@@ -28,6 +28,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "../fwd.hpp"
 #include "../core/errors.hpp"
 #include "../core/reduction.hpp"
 #include "../core/result.hpp"
@@ -156,7 +157,7 @@ inline constexpr bool value_type_fits<P, T> = std::is_same_v<typename P::value_t
 }  // namespace detail
 
 template <Reducer R, class... Policies>
-class basic_stabilizer {
+class BasicStabilizer {
   using pack = detail::policy_pack<Policies...>;
   static_assert(pack::terms_agree,
                 "steadyloss::Stabilizer: AdaptiveWeight<N> and ErrorScale<N> must name the same number of loss terms");
@@ -194,11 +195,11 @@ class basic_stabilizer {
                 "StabilityMetrics at most once (SpikeDampener may repeat, e.g. one on the loss and one on "
                 "the gradient norm)");
 
-  basic_stabilizer() = default;
-  explicit basic_stabilizer(Policies... policies)
+  BasicStabilizer() = default;
+  explicit BasicStabilizer(Policies... policies)
     requires(sizeof...(Policies) > 0)
       : policies_(std::move(policies)...) {}
-  basic_stabilizer(R reducer, Policies... policies) : reducer_(std::move(reducer)), policies_(std::move(policies)...) {}
+  BasicStabilizer(R reducer, Policies... policies) : reducer_(std::move(reducer)), policies_(std::move(policies)...) {}
 
   /// One step from a composed-loss evaluation and the gradient norm.
   template <std::size_t M>
@@ -432,15 +433,13 @@ class basic_stabilizer {
   long long step_ = 0;
 };
 
-/// The single-process pipeline: Stabilizer<EmaSmoother<>, SpikeDampener<>, AdaptiveWeight<2>,
-/// EarlyStopper<>> guard;  (default-constructed policies give the "stable" preset)
-template <class... Policies>
-using Stabilizer = basic_stabilizer<local_reducer, Policies...>;
+// The single-process pipeline, Stabilizer<Policies...> = BasicStabilizer<local_reducer,
+// Policies...>, is defined in fwd.hpp, beside its declaration.
 
 /// A multi-rank pipeline: with_reducer(sl::mpi_reducer{MPI_COMM_WORLD}, policies...).
 template <Reducer R, class... Policies>
-basic_stabilizer<R, Policies...> with_reducer(R reducer, Policies... policies) {
-  return basic_stabilizer<R, Policies...>(std::move(reducer), std::move(policies)...);
+BasicStabilizer<R, Policies...> with_reducer(R reducer, Policies... policies) {
+  return BasicStabilizer<R, Policies...>(std::move(reducer), std::move(policies)...);
 }
 
 /// Copies the Stabilizer's AdaptiveWeight multipliers into a composed loss. After
@@ -448,12 +447,12 @@ basic_stabilizer<R, Policies...> with_reducer(R reducer, Policies... policies) {
 /// the loss keeps its multipliers outside the state, and without them the first resumed step
 /// is evaluated with other weights (and every later decision differs).
 template <class Loss, Reducer R, class... Policies>
-void apply_weights(Loss& loss, const basic_stabilizer<R, Policies...>& guard) {
-  constexpr std::size_t terms = basic_stabilizer<R, Policies...>::terms;
-  static_assert(basic_stabilizer<R, Policies...>::has_adaptive_weight,
+void apply_weights(Loss& loss, const BasicStabilizer<R, Policies...>& guard) {
+  constexpr std::size_t terms = BasicStabilizer<R, Policies...>::terms;
+  static_assert(BasicStabilizer<R, Policies...>::has_adaptive_weight,
                 "steadyloss::apply_weights(loss, guard): this Stabilizer has no AdaptiveWeight, so it holds no "
                 "multipliers; leave the loss's multipliers alone (sl::apply(loss, guard) restores whatever it holds)");
-  if constexpr (terms > 0 && basic_stabilizer<R, Policies...>::has_adaptive_weight) {
+  if constexpr (terms > 0 && BasicStabilizer<R, Policies...>::has_adaptive_weight) {
     static_assert(Loss::size == terms, "steadyloss::apply_weights: AdaptiveWeight<N> and the composed loss have "
                                        "different numbers of terms");
     const auto multipliers = guard.multipliers();
@@ -481,9 +480,9 @@ template <class Loss, class T, std::size_t N>
 void check_error_scales(const Loss& loss, const std::array<T, N>& scales) {
   for_each_scaled_term(loss, scales, [&](auto index, const auto& term) {
     constexpr std::size_t I = decltype(index)::value;
-    if (loss.template reduction<I>() != Reduction::mean)
+    if (loss.template reduction<I>() != reduction::mean)
       fail<invalid_parameter>("steadyloss::apply: term ", I, " (", name_of<std::remove_cvref_t<decltype(term)>>(),
-                              ") follows its own mean value; give it Reduction::mean");
+                              ") follows its own mean value; give it reduction::mean");
     auto staged = term;
     staged.scale = scales[I];
     validate(staged);
@@ -513,8 +512,8 @@ void apply(Loss& loss, const step_report<T, N>& report) {
 /// loss, which keeps them outside the state (without this the first resumed step is evaluated
 /// with other weights or another delta, and every later decision differs).
 template <class Loss, Reducer R, class... Policies>
-void apply(Loss& loss, const basic_stabilizer<R, Policies...>& guard) {
-  using guard_type = basic_stabilizer<R, Policies...>;
+void apply(Loss& loss, const BasicStabilizer<R, Policies...>& guard) {
+  using guard_type = BasicStabilizer<R, Policies...>;
   if constexpr (guard_type::terms > 0) {
     static_assert(Loss::size == guard_type::terms, "steadyloss::apply: the Stabilizer's AdaptiveWeight<N>/"
                                                    "ErrorScale<N> and the composed loss have different numbers of terms");

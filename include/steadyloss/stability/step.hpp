@@ -10,6 +10,8 @@
 #include <limits>
 #include <string_view>
 
+#include "../fwd.hpp"
+
 namespace steadyloss {
 
 /// Why an EarlyStopper stopped (or none).

@@ -61,6 +61,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "../fwd.hpp"
 #include "../core/errors.hpp"
 #include "reducer.hpp"
 #include "early_stopper.hpp"
@@ -86,7 +87,7 @@ struct validation_report {
   long long wait = 0;         ///< checks since the last improvement, as EarlyStopper counts them
 };
 
-template <class T = float, Reducer R = local_reducer>
+template <class T, Reducer R>
 class basic_validation_stopper {
   static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>,
                 "steadyloss::basic_validation_stopper<T>: T must be float or double");
@@ -298,9 +299,7 @@ class basic_validation_stopper {
   long long best_step_ = -1;  ///< training step of the best check
 };
 
-/// The single-process validation stopper.
-template <class T = float>
-using validation_stopper = basic_validation_stopper<T, local_reducer>;
+// validation_stopper<T> (single process) is defined in fwd.hpp, beside its declaration.
 
 /// Keeps a copy of the state (the model's weights) of the best validation check.
 ///   best.update(report, weights);  // copies only when report.improved

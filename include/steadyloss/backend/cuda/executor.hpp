@@ -79,7 +79,7 @@ struct term_report {
 /// Defined in fused_kernel.cuh (nvcc); instantiated by STEADYLOSS_CUDA_INSTANTIATE.
 template <class Term>
 void launch_term_erased(const Term& term, storage_type storage, const void* pred, const void* target, void* grad,
-                        std::size_t n, const term_weighting& weighting, Reduction reduction,
+                        std::size_t n, const term_weighting& weighting, reduction reduction,
                         typename Term::value_type scale, double* slot, cudaStream_t stream);
 
 namespace detail {

@@ -8,7 +8,7 @@
 //
 //   double* slot = ...;  // device memory, workspace_doubles doubles per term evaluation
 //   sl::cuda::launch_term(sl::Huber<float>{}, pred, target, grad, n, sl::cuda::term_weighting{},
-//                         sl::Reduction::mean, /*scale=*/1.0f, slot, stream);
+//                         sl::reduction::mean, /*scale=*/1.0f, slot, stream);
 //   double host[sl::cuda::workspace_doubles];
 //   sl::cuda::copy_to_host(host, slot, sl::cuda::workspace_doubles, stream);   // synchronizes
 //   auto report = sl::cuda::read_report(host);
@@ -237,7 +237,7 @@ __global__ void __launch_bounds__(block_size)
 /// read the slot back with copy_to_host. Throws steadyloss::error for bad sizes or lengths.
 template <class Term, class S>
 void launch_term(const Term& term, const S* pred, const S* target, S* grad, std::size_t n,
-                 const term_weighting& weighting, Reduction reduction, typename Term::value_type scale, double* slot,
+                 const term_weighting& weighting, reduction reduction, typename Term::value_type scale, double* slot,
                  cudaStream_t stream) {
   using T = typename Term::value_type;
   static_assert(std::is_same_v<S, T> || (std::is_same_v<T, float> && (std::is_same_v<S, __half> ||
@@ -247,7 +247,7 @@ void launch_term(const Term& term, const S* pred, const S* target, S* grad, std:
   steadyloss::detail::validate(term);
   steadyloss::detail::check_reduction(reduction, "cuda::launch_term");
   if (n == 0) steadyloss::detail::fail<invalid_input>("cuda::launch_term: pred and target are empty");
-  const bool mean = reduction == Reduction::mean;
+  const bool mean = reduction == reduction::mean;
   constexpr double factor_limit = static_cast<double>(std::numeric_limits<T>::max());
   detail::device_weighting w;
   w.kind = weighting.kind;
@@ -288,7 +288,7 @@ void launch_term(const Term& term, const S* pred, const S* target, S* grad, std:
 /// The type-erased entry point declared in executor.hpp: dispatches on the storage type.
 template <class Term>
 void launch_term_erased(const Term& term, storage_type storage, const void* pred, const void* target, void* grad,
-                        std::size_t n, const term_weighting& weighting, Reduction reduction,
+                        std::size_t n, const term_weighting& weighting, reduction reduction,
                         typename Term::value_type scale, double* slot, cudaStream_t stream) {
   using T = typename Term::value_type;
   auto launch = [&](auto* typed) {
@@ -318,5 +318,5 @@ void launch_term_erased(const Term& term, storage_type storage, const void* pred
 #define STEADYLOSS_CUDA_INSTANTIATE(...)                                                                   \
   template void steadyloss::cuda::launch_term_erased<__VA_ARGS__>(                                         \
       const __VA_ARGS__&, steadyloss::cuda::storage_type, const void*, const void*, void*, std::size_t,      \
-      const steadyloss::cuda::term_weighting&, steadyloss::Reduction, typename __VA_ARGS__::value_type, double*, \
+      const steadyloss::cuda::term_weighting&, steadyloss::reduction, typename __VA_ARGS__::value_type, double*, \
       cudaStream_t);

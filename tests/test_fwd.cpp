@@ -26,6 +26,8 @@ static_assert(std::is_same_v<sl::BalancedBCE<>, sl::BalancedBCE<float>>);
 static_assert(std::is_same_v<sl::L1<>, sl::L1<float>>);
 static_assert(std::is_same_v<sl::MSE<>, sl::MSE<float>>);
 static_assert(std::is_same_v<sl::EmaSmoother<>, sl::EmaSmoother<float>>);
+static_assert(std::is_same_v<sl::SpikeDampener<>, sl::SpikeDampener<float, sl::detect::mean_ratio>>);
+static_assert(std::is_same_v<sl::spike_config<>, sl::spike_config<sl::detect::mean_ratio>>);
 static_assert(std::is_same_v<sl::AdaptiveWeight<2>, sl::AdaptiveWeight<2, float>>);
 static_assert(std::is_same_v<sl::ErrorScale<2>, sl::ErrorScale<2, float>>);
 static_assert(std::is_same_v<sl::EarlyStopper<>, sl::EarlyStopper<float, sl::monitor::automatic>>);

@@ -15,13 +15,18 @@ namespace steadyloss {
 namespace monitor {
 struct automatic;
 }
+namespace detect {
+struct mean_ratio;
+}
 template <std::size_t N>
 struct step_context;
 template <class T, std::size_t N>
 struct step_report;
 template <class T = float>
 class EmaSmoother;
-template <class T, class Detector>
+template <class Detector = detect::mean_ratio>
+struct spike_config;
+template <class T = float, class Detector = detect::mean_ratio>
 class SpikeDampener;
 template <std::size_t N, class T = float>
 class AdaptiveWeight;

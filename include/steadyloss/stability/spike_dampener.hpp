@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "../core/errors.hpp"
+#include "../fwd.hpp"
 #include "detectors.hpp"
 #include "spike_detector.hpp"
 #include "state_io.hpp"
@@ -38,7 +39,7 @@ enum class spike_mode { dampen, skip, report };
 
 /// Settings of SpikeDampener<T, Detector>: the ones every detector shares, and the detector's own
 /// in `detector` (e.g. `.detector = {.threshold = 2.0}` for detect::mean_ratio).
-template <class Detector = detect::mean_ratio>
+template <class Detector>
 struct spike_config {
   std::size_t window = 10;  ///< accepted values in the reference window (> 0)
   spike_mode mode = spike_mode::dampen;
@@ -70,7 +71,7 @@ struct spike_decision {
   T effective{};            ///< the loss after dampening
 };
 
-template <class T = float, class Detector = detect::mean_ratio>
+template <class T, class Detector>
 class SpikeDampener {
   static_assert(SpikeDetector<Detector>,
                 "steadyloss: SpikeDampener<T, Detector>: Detector is not a SpikeDetector; it needs a default-"

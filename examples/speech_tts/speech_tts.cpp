@@ -46,6 +46,7 @@
 
 #include "../tts_stability/preset_overrides.hpp"
 #include "../tts_stability/study_metrics.hpp"
+#include "../tts_stability/study_report.hpp"
 #include "faults.hpp"
 #include "speech_data.hpp"
 
@@ -361,12 +362,6 @@ struct progress_state {
   std::atomic<int> runs_done{0};
 };
 
-auto stop_term(const sl::presets::preset_config& p) {
-  // Label smoothing 0 gives the plain term's values: one type for every configuration.
-  return sl::LabelSmoothing<sl::BalancedBCE<float>>{sl::BalancedBCE<float>{.pos_weight = float(p.stop_pos_weight)},
-                                                    float(p.label_smoothing)};
-}
-
 /// The training pairs of a run: the clean ones, with round(fraction x n) of them made bad for the
 /// whole run in the pairs scenarios. The choice depends on the seed only.
 std::vector<example> training_examples(const shared_data& data, const scenario& sc, int seed) {
@@ -468,7 +463,8 @@ run_record run(const configuration& config, const scenario& sc, const study_sett
   const auto params = model->parameters();
   torch::optim::Adam optimizer(params, torch::optim::AdamOptions(s.learning_rate * sc.lr_factor));
 
-  auto loss = sl::compose(sl::term(mel_term, float(p.mel_weight)), sl::term(stop_term(p), float(p.stop_weight)));
+  auto loss = sl::compose(sl::term(mel_term, float(p.mel_weight)),
+                          sl::term(sl::presets::stop_term_for<float>(p), float(p.stop_weight)));
   const auto validation_loss = sl::libtorch::frozen_copy(loss);
   auto guard = sl::presets::stabilizer_for<float>(p);
   auto stopper = sl::presets::validation_stopper_for<float>(p);
@@ -600,55 +596,12 @@ run_record run_configuration(const configuration& c, const scenario& sc, const s
 // ---- output --------------------------------------------------------------------------------
 
 using run_set = std::vector<const run_record*>;
-
-run_set select(const std::vector<run_record>& records, const std::string& scenario, const std::string& config) {
-  run_set out;
-  for (const auto& r : records)
-    if (r.scenario == scenario && r.config == config && r.error.empty()) out.push_back(&r);
-  return out;
-}
-
-template <class F>
-std::vector<double> values_of(const run_set& runs, F f) {
-  std::vector<double> v;
-  for (const auto* r : runs) v.push_back(f(*r));
-  return v;
-}
-
-std::string format_interval(const st::interval& i, int digits) {
-  char buffer[96];
-  if (i.n == 0) return "-";
-  if (!std::isfinite(i.half_width)) std::snprintf(buffer, sizeof buffer, "%.*f", digits, i.mean);
-  else std::snprintf(buffer, sizeof buffer, "%.*f ± %.*f", digits, i.mean, digits, i.half_width);
-  return buffer;
-}
-
-/// Mean ± 95% interval; NaN or Inf values are shown as such, never dropped silently.
-std::string cell(const std::vector<double>& values, int digits) {
-  long long bad = 0;
-  for (double v : values) bad += !std::isfinite(v);
-  const std::string text = format_interval(st::mean_ci95(values), digits);
-  if (bad == 0) return text;
-  const std::string note = "NaN in " + std::to_string(bad) + "/" + std::to_string(values.size());
-  if (bad == static_cast<long long>(values.size())) return note;
-  return text + " (" + note + ")";
-}
-
-double strict_mean(const std::vector<double>& values) {  // NaN if any value is not finite
-  double sum = 0;
-  for (double v : values) {
-    if (!std::isfinite(v)) return nan;
-    sum += v;
-  }
-  return values.empty() ? nan : sum / double(values.size());
-}
-
-std::string change(double value, double reference) {
-  if (!std::isfinite(value) || !std::isfinite(reference)) return "n/a";
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%+.0f%%", 100.0 * (value / reference - 1.0));
-  return buffer;
-}
+using st::cell;
+using st::change;
+using st::format_interval;
+using st::select;
+using st::strict_mean;
+using st::values_of;
 
 std::string scenario_tables(const scenario& sc, const std::vector<configuration>& configs,
                             const std::vector<run_record>& records, const study_settings& s) {
@@ -707,14 +660,6 @@ std::string scenario_tables(const scenario& sc, const std::vector<configuration>
   against("baseline");
   against("oracle");
   return out.str();
-}
-
-void plot(const fs::path& script, const fs::path& png) {
-  const std::string command = "gnuplot '" + script.string() + "'";
-  if (std::system(command.c_str()) != 0)
-    std::fprintf(stderr, "speech_tts: gnuplot failed or is missing; %s is not written (the CSVs are)\n", png.string().c_str());
-  else
-    std::fprintf(stderr, "speech_tts: wrote %s\n", png.string().c_str());
 }
 
 const char* const curve_configs[] = {"baseline", "original", "oracle", "stable"};
@@ -783,7 +728,7 @@ void write_curves(const std::vector<run_record>& records, const std::vector<scen
   }
   gp << "unset multiplot\n";
   gp.close();
-  plot(dir / "curves.gp", dir / "curves.png");
+  st::plot("speech_tts", dir / "curves.gp", dir / "curves.png");
 }
 
 /// The picture utterance's true mel beside the baseline's and the stable preset's predictions
@@ -827,7 +772,7 @@ void write_spectrograms(const std::vector<run_record>& records, const study_sett
     gp << "set title '" << title << "'\nplot '" << (dir / file).string() << "' matrix with image notitle\n";
   gp << "unset multiplot\n";
   gp.close();
-  plot(dir / "spectrogram.gp", dir / "spectrogram.png");
+  st::plot("speech_tts", dir / "spectrogram.gp", dir / "spectrogram.png");
 }
 
 void write_outputs(const std::vector<configuration>& configs, const std::vector<scenario>& scenarios,

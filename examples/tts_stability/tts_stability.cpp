@@ -56,6 +56,7 @@
 #include "preset_overrides.hpp"
 #include "scenarios.hpp"
 #include "study_metrics.hpp"
+#include "study_report.hpp"
 #include "task.hpp"
 
 namespace sl = steadyloss;
@@ -222,12 +223,6 @@ bool finite_weights(tts::model& m) {
   return true;
 }
 
-auto stop_term(const sl::presets::preset_config& p) {
-  // Label smoothing 0 gives the plain term's values: one type for every configuration.
-  return sl::LabelSmoothing<sl::BalancedBCE<float>>{sl::BalancedBCE<float>{.pos_weight = float(p.stop_pos_weight)},
-                                                    float(p.label_smoothing)};
-}
-
 template <class MelTerm>
 run_record run(const configuration& config, const st::scenario& scenario, const study_settings& s, int seed,
                MelTerm mel_term) {
@@ -251,7 +246,8 @@ run_record run(const configuration& config, const st::scenario& scenario, const 
   tts::adam optimizer(params, s.learning_rate);
   optimizer.beta2 = s.beta2;
 
-  auto loss = sl::compose(sl::term(mel_term, float(p.mel_weight)), sl::term(stop_term(p), float(p.stop_weight)));
+  auto loss = sl::compose(sl::term(mel_term, float(p.mel_weight)),
+                          sl::term(sl::presets::stop_term_for<float>(p), float(p.stop_weight)));
   const auto validation_loss = loss;  // base weights, initial scale: one scale all run
   auto guard = sl::presets::stabilizer_for<float>(p);
   auto stopper = sl::presets::validation_stopper_for<float>(p);
@@ -411,8 +407,9 @@ void check_configuration(const configuration& c) {
   const auto& p = c.preset;
   const auto check_mel = [&](auto mel) {
     if constexpr (requires { mel.validate(); }) mel.validate();
-    stop_term(p).validate();
-    auto loss = sl::compose(sl::term(mel, float(p.mel_weight)), sl::term(stop_term(p), float(p.stop_weight)));
+    sl::presets::stop_term_for<float>(p).validate();
+    auto loss = sl::compose(sl::term(mel, float(p.mel_weight)),
+                            sl::term(sl::presets::stop_term_for<float>(p), float(p.stop_weight)));
     (void)loss;
   };
   switch (p.mel) {
@@ -427,62 +424,12 @@ void check_configuration(const configuration& c) {
 // ---- output -------------------------------------------------------------------------------
 
 using run_set = std::vector<const run_record*>;
-
-run_set select(const std::vector<run_record>& records, const std::string& scenario, const std::string& config) {
-  run_set out;
-  for (const auto& r : records)
-    if (r.scenario == scenario && r.config == config && r.error.empty()) out.push_back(&r);
-  return out;
-}
-
-template <class F>
-std::vector<double> values_of(const run_set& runs, F f) {
-  std::vector<double> v;
-  for (const auto* r : runs) v.push_back(f(*r));
-  return v;
-}
-
-std::string format_interval(const st::interval& i, int digits) {
-  char buffer[96];
-  if (i.n == 0) return "-";
-  if (!std::isfinite(i.half_width)) std::snprintf(buffer, sizeof buffer, "%.*f", digits, i.mean);
-  else std::snprintf(buffer, sizeof buffer, "%.*f ± %.*f", digits, i.mean, digits, i.half_width);
-  return buffer;
-}
-
-/// Mean ± 95% interval over the runs; runs whose value is NaN or Inf are shown as such, not
-/// dropped silently: "0.0421 ± 0.0007 (7 finite; NaN in 3/10)", or "NaN in 10/10".
-std::string cell(const std::vector<double>& values, int digits) {
-  long long nans = 0, infs = 0;
-  for (double v : values) {
-    nans += std::isnan(v);
-    infs += std::isinf(v);
-  }
-  std::string text = format_interval(st::mean_ci95(values), digits);
-  if (nans + infs == 0) return text;
-  std::string bad;
-  const auto n = std::to_string(values.size());
-  if (nans > 0) bad += "NaN in " + std::to_string(nans) + "/" + n;
-  if (infs > 0) bad += (bad.empty() ? "" : ", ") + std::string("Inf in ") + std::to_string(infs) + "/" + n;
-  if (nans + infs == static_cast<long long>(values.size())) return bad;
-  return text + " (" + std::to_string(values.size() - std::size_t(nans + infs)) + " finite; " + bad + ")";
-}
-
-double strict_mean(const std::vector<double>& values) {  // NaN if any value is not finite
-  double sum = 0;
-  for (double v : values) {
-    if (!std::isfinite(v)) return nan;
-    sum += v;
-  }
-  return values.empty() ? nan : sum / double(values.size());
-}
-
-std::string change(double value, double reference) {
-  if (!std::isfinite(value) || !std::isfinite(reference)) return "n/a (NaN in some runs)";
-  char buffer[32];
-  std::snprintf(buffer, sizeof buffer, "%+.0f%%", 100.0 * (value / reference - 1.0));
-  return buffer;
-}
+using st::cell;
+using st::change;
+using st::format_interval;
+using st::select;
+using st::strict_mean;
+using st::values_of;
 
 const auto steps_or_budget = [](const study_settings& s) {
   return [&s](const run_record& r) { return r.steps_to_target >= 0 ? double(r.steps_to_target) : double(s.steps); };
@@ -628,15 +575,6 @@ std::vector<curve_point> curves(const std::vector<run_record>& records, const st
   return out;
 }
 
-void plot(const std::filesystem::path& script, const std::filesystem::path& png) {
-  const std::string command = "gnuplot '" + script.string() + "'";
-  if (std::system(command.c_str()) != 0)
-    std::fprintf(stderr, "tts_stability: gnuplot failed or is missing; %s is not written (the CSVs are)\n",
-                 png.string().c_str());
-  else
-    std::fprintf(stderr, "tts_stability: wrote %s\n", png.string().c_str());
-}
-
 void write_curves(const std::vector<run_record>& records, const study_settings& s, const std::string& scenario,
                   const std::filesystem::path& dir) {
   if (select(records, scenario, "baseline").empty() || select(records, scenario, "stable").empty()) return;
@@ -682,7 +620,7 @@ void write_curves(const std::vector<run_record>& records, const study_settings& 
           "'' using 1:11 every ::1 with lines lw 1 lc rgb '#1f5fa8' title 'stable'\n"
           "unset multiplot\n";
   }
-  plot(dir / "curves.gp", dir / "curves.png");
+  st::plot("tts_stability", dir / "curves.gp", dir / "curves.png");
 }
 
 // Steps to target (a run that never reaches it counts as the budget) and the final held-out
@@ -748,7 +686,7 @@ void write_sweep(const std::vector<run_record>& records, const study_settings& s
     panel(3);
     gp << "unset multiplot\n";
   }
-  plot(dir / "sweep.gp", dir / "sweep.png");
+  st::plot("tts_stability", dir / "sweep.gp", dir / "sweep.png");
 }
 
 const char* kind_name(st::batch_kind k) {

@@ -87,13 +87,13 @@ inline constexpr preset_config stable{.mel = mel_term::adaptive_huber, .huber_k 
                                       .spikes = spike_mode::skip, .patience = 20, .min_delta = 0.0,
                                       .validation_smoothing = 0.0};
 
-namespace detail {
-template <class T>
-auto stop_term(const preset_config& p) {
+/// The stop term of a preset: BalancedBCE with its pos_weight, label-smoothed by its eps (eps 0
+/// gives the plain term's values, so every preset's stop term has one type).
+template <class T = float>
+LabelSmoothing<BalancedBCE<T>> stop_term_for(const preset_config& p) {
   const BalancedBCE<T> bce{.pos_weight = T(p.stop_pos_weight)};
-  return LabelSmoothing<BalancedBCE<T>>{bce, T(p.label_smoothing)};  // eps 0: the plain term's values
+  return LabelSmoothing<BalancedBCE<T>>{bce, T(p.label_smoothing)};
 }
-}  // namespace detail
 
 /// Baseline loss: L1 mel (weight 45) + plain BCE stop (pos_weight 1, weight 1).
 template <class T = float>
@@ -106,7 +106,7 @@ auto baseline_loss() {
 template <class T = float>
 auto original_loss() {
   return compose(term(Huber<T>{.delta = T(original.huber_delta)}, T(original.mel_weight)),
-                 term(detail::stop_term<T>(original), T(original.stop_weight)));
+                 term(stop_term_for<T>(original), T(original.stop_weight)));
 }
 
 /// Stable loss: AdaptiveHuber mel (delta follows the error scale) + the stop term of the table.
@@ -114,7 +114,7 @@ auto original_loss() {
 template <class T = float>
 auto stable_loss() {
   return compose(term(AdaptiveHuber<T>{.k = T(stable.huber_k)}, T(stable.mel_weight)),
-                 term(detail::stop_term<T>(stable), T(stable.stop_weight)));
+                 term(stop_term_for<T>(stable), T(stable.stop_weight)));
 }
 
 template <class T = float>

@@ -2,8 +2,8 @@
 // Forward declarations of the names users may mention in their own headers, with their default
 // template arguments: the core's and the loss terms' (core/fwd.hpp), the step policies' and the
 // pipeline's (here). Each definition includes its fwd file and repeats no default, so a
-// declaration and its definition cannot disagree (the compiler rejects a mismatch), as in
-// Boost.Histogram's fwd.hpp. The aliases (Stabilizer, validation_stopper) are defined here.
+// declaration and its definition cannot disagree (the compiler rejects a mismatch), as
+// Boost.Histogram does. The aliases (Stabilizer, validation_stopper) are defined here.
 
 #include <cstddef>
 

@@ -2,7 +2,7 @@
 // Forward declarations of the core's names and the loss terms', with their default template
 // arguments (fwd.hpp adds the step policies'). Each definition includes this file and repeats no
 // default, so a declaration here and its definition cannot disagree (the compiler rejects a
-// mismatch), as in Boost.Histogram's fwd.hpp. Standard library only: the core and loss layers
+// mismatch), as Boost.Histogram does. Standard library only: the core and loss layers
 // include it without depending on anything above them.
 
 #include <concepts>
